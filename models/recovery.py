@@ -1,0 +1,23 @@
+from datetime import datetime
+
+from sqlalchemy import Index
+from sqlmodel import Field, Session, SQLModel, func, select
+
+
+class RecoveryCode(SQLModel, table=True):
+    __tablename__ = "recovery_codes"
+    __table_args__ = (Index("ix_recovery_codes_user_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    code_hash: str = Field(max_length=255)
+    """argon2id of the normalised code; the code itself is never stored."""
+    used_at: datetime | None = None
+
+
+def recovery_codes_remaining(db: Session, user_id: int) -> int:
+    query = select(func.count()).where(
+        RecoveryCode.user_id == user_id,
+        RecoveryCode.used_at.is_(None),  # type: ignore[union-attr]
+    )
+    return db.exec(query).one()

@@ -1,0 +1,34 @@
+from datetime import datetime
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from models.base import json_column, utcnow
+
+PARTIAL = "partial"
+FULL = "full"
+
+
+class AuthSession(SQLModel, table=True):
+    __tablename__ = "auth_sessions"
+    __table_args__ = (Index("ix_auth_sessions_user_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, max_length=64)
+    """SHA-256 of the session token; the token itself is only in the cookie."""
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    state: str = Field(max_length=16)
+    amr: list[str] = Field(default_factory=list, sa_column=json_column())
+    acr: str = Field(default="aal1", max_length=8)
+    mfa_verified: bool = Field(default=False)
+    auth_time: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    """Absolute end of this session; idle expiry is counted from last_seen_at."""
+    passkey_id: int | None = None
+    """The passkey this session was signed in (or upgraded) with."""
+    step_up_at: datetime | None = None
+    """When a passkey assertion last succeeded in this session."""
+    user_agent: str = Field(default="", max_length=512)
+    ip: str = Field(default="", max_length=64)

@@ -1,0 +1,311 @@
+/* Barycenter passkey shim: runs WebAuthn ceremonies for [data-passkey-action] buttons.
+ *
+ * A button says what to do:
+ *   data-passkey-action="register" | "authenticate"
+ *   data-start="/…/start"   POST (JSON) → PublicKeyCredential{Creation,Request}OptionsJSON
+ *   data-finish="/…/finish" POST (JSON {credential, …fields}) → HTML to swap, or HX-Redirect
+ *   data-target="#id"       the element the finish HTML replaces (outerHTML)
+ *   data-mode, data-return-to  extra fields sent to start and finish
+ *   data-conditional        (login page) also start passkey autofill on page load
+ * Fields of the enclosing [data-passkey-form] (e.g. "name") are sent too. Messages go to the
+ * nearest [data-passkey-status] (role="alert"). One delegated listener, so buttons that
+ * htmx swaps in later work without re-binding; one AbortController for the ceremony.
+ */
+(function () {
+  "use strict";
+
+  let controller = null;
+
+  // ---- encoding: the browser's own JSON helpers, with a small fallback --------------
+  function b64urlToBuffer(value) {
+    const base64 = value.replace(/-/g, "+").replace(/_/g, "/");
+    const padded = base64 + "===".slice((base64.length + 3) % 4);
+    const binary = atob(padded);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return bytes.buffer;
+  }
+
+  function bufferToB64url(buffer) {
+    const bytes = new Uint8Array(buffer);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
+    return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function creationOptions(json) {
+    if (PublicKeyCredential.parseCreationOptionsFromJSON) {
+      return PublicKeyCredential.parseCreationOptionsFromJSON(json);
+    }
+    const options = Object.assign({}, json);
+    options.challenge = b64urlToBuffer(json.challenge);
+    options.user = Object.assign({}, json.user, { id: b64urlToBuffer(json.user.id) });
+    options.excludeCredentials = (json.excludeCredentials || []).map(function (c) {
+      return Object.assign({}, c, { id: b64urlToBuffer(c.id) });
+    });
+    return options;
+  }
+
+  function requestOptions(json) {
+    if (PublicKeyCredential.parseRequestOptionsFromJSON) {
+      return PublicKeyCredential.parseRequestOptionsFromJSON(json);
+    }
+    const options = Object.assign({}, json);
+    options.challenge = b64urlToBuffer(json.challenge);
+    options.allowCredentials = (json.allowCredentials || []).map(function (c) {
+      return Object.assign({}, c, { id: b64urlToBuffer(c.id) });
+    });
+    return options;
+  }
+
+  function credentialToJSON(credential) {
+    if (typeof credential.toJSON === "function") return credential.toJSON();
+    const r = credential.response;
+    const json = {
+      id: credential.id,
+      rawId: bufferToB64url(credential.rawId),
+      type: credential.type,
+      authenticatorAttachment: credential.authenticatorAttachment || undefined,
+      clientExtensionResults: credential.getClientExtensionResults(),
+      response: { clientDataJSON: bufferToB64url(r.clientDataJSON) },
+    };
+    if (r.attestationObject) {
+      json.response.attestationObject = bufferToB64url(r.attestationObject);
+      json.response.transports = r.getTransports ? r.getTransports() : [];
+    } else {
+      json.response.authenticatorData = bufferToB64url(r.authenticatorData);
+      json.response.signature = bufferToB64url(r.signature);
+      if (r.userHandle) json.response.userHandle = bufferToB64url(r.userHandle);
+    }
+    return json;
+  }
+
+  // ---- messages -----------------------------------------------------------------------
+  function describeError(error) {
+    switch (error && error.name) {
+      case "NotAllowedError":
+        return "The passkey request was cancelled or timed out. Nothing was changed.";
+      case "InvalidStateError":
+        return "This device already has a passkey for your account.";
+      case "AbortError":
+        return "";
+      case "SecurityError":
+        console.error("Passkey configuration error", error);
+        return "Passkeys are not available on this address. Please contact your administrator.";
+      case "NotSupportedError":
+        return "This browser or device doesn't support the kind of passkey needed.";
+      default:
+        return "The passkey request failed. Please try again.";
+    }
+  }
+
+  function statusFor(button) {
+    const scope = button.closest("[data-passkey-scope]") || document;
+    return scope.querySelector("[data-passkey-status]") || document.querySelector("[data-flash]");
+  }
+
+  function show(region, message) {
+    if (region) region.textContent = message;
+  }
+
+  function announce(message) {
+    const announcer = document.querySelector("[data-announcer]");
+    if (announcer && message) announcer.textContent = message;
+  }
+
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  class ServerError extends Error {}
+
+  async function post(url, body) {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json, text/html",
+        "X-CSRFToken": csrfToken(),
+        "HX-Request": "true", // answer with the partial, like an htmx request
+      },
+      body: JSON.stringify(body),
+    });
+    if (!response.ok) {
+      let message = "Something went wrong. Please try again.";
+      try {
+        const data = await response.json();
+        if (data && data.redirect && response.status === 401) {
+          window.location.assign(data.redirect);
+        }
+        if (data && typeof data.detail === "string") message = data.detail;
+      } catch (_) {
+        /* not JSON: keep the generic message */
+      }
+      throw new ServerError(message);
+    }
+    return response;
+  }
+
+  function fieldsOf(button) {
+    const fields = {};
+    const form = button.closest("[data-passkey-form]");
+    if (form) {
+      new FormData(form).forEach(function (value, key) {
+        if (typeof value === "string") fields[key] = value;
+      });
+    }
+    if (button.dataset.mode) fields.mode = button.dataset.mode;
+    if (button.dataset.returnTo) fields.return_to = button.dataset.returnTo;
+    return fields;
+  }
+
+  async function applyFinish(response, button) {
+    const location = response.headers.get("HX-Redirect");
+    if (location) {
+      window.location.assign(location);
+      return;
+    }
+    const html = await response.text();
+    const target = document.querySelector(button.dataset.target || "main");
+    if (target && window.htmx) {
+      window.htmx.swap(target, html, { swapStyle: "outerHTML" });
+    }
+    const trigger = response.headers.get("HX-Trigger");
+    if (trigger && window.htmx) {
+      trigger.split(",").forEach(function (name) {
+        window.htmx.trigger(document.body, name.trim());
+      });
+    }
+    focusNew(document.querySelector(button.dataset.target || "main"));
+  }
+
+  // ---- the ceremony -------------------------------------------------------------------
+  async function run(button, mediation) {
+    if (!window.PublicKeyCredential) {
+      show(statusFor(button), "This browser doesn't support passkeys.");
+      return;
+    }
+    if (controller) controller.abort();
+    const mine = new AbortController();
+    controller = mine;
+    const status = statusFor(button);
+    const fields = fieldsOf(button);
+    const register = button.dataset.passkeyAction === "register";
+    if (!mediation) {
+      show(status, "");
+      button.setAttribute("aria-busy", "true");
+      button.disabled = true;
+    }
+    try {
+      const options = await (await post(button.dataset.start, fields)).json();
+      let credential;
+      if (register) {
+        credential = await navigator.credentials.create({
+          publicKey: creationOptions(options),
+          signal: mine.signal,
+        });
+      } else {
+        const request = { publicKey: requestOptions(options), signal: mine.signal };
+        if (mediation) request.mediation = mediation;
+        credential = await navigator.credentials.get(request);
+      }
+      if (!credential) throw new DOMException("No credential", "NotAllowedError");
+      const body = Object.assign({}, fields, { credential: credentialToJSON(credential) });
+      show(status, "Checking…");
+      const response = await post(button.dataset.finish, body);
+      show(status, "");
+      await applyFinish(response, button);
+    } catch (error) {
+      if (mine.signal.aborted && !(error instanceof ServerError)) return;
+      const message = error instanceof ServerError ? error.message : describeError(error);
+      if (message) show(status, message);
+    } finally {
+      if (controller === mine) controller = null;
+      if (button.isConnected) {
+        button.removeAttribute("aria-busy");
+        button.disabled = false;
+      }
+    }
+  }
+
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("[data-passkey-action]");
+    if (!button) return;
+    event.preventDefault();
+    run(button, null);
+  });
+
+  // Enter in a ceremony form's field runs the ceremony instead of submitting the form.
+  document.addEventListener("submit", function (event) {
+    const form = event.target.closest("[data-passkey-form]");
+    if (!form) return;
+    event.preventDefault();
+    const button = form.querySelector("[data-passkey-action]");
+    if (button) button.click();
+  });
+
+  // ---- htmx glue: errors into the alert region, focus and announcements after swaps ----
+  function focusNew(element) {
+    if (!element) return;
+    const focus =
+      element.querySelector("[data-focus]") ||
+      element.querySelector("input:not([type=hidden]), button, a[href]");
+    if (focus) focus.focus({ preventScroll: false });
+    const notice = element.querySelector('[role="status"]');
+    announce(notice ? notice.textContent : "");
+  }
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    const flash = document.querySelector("[data-flash]");
+    if (flash) flash.textContent = "";
+    const target = event.detail.target;
+    // htmx's target is the replaced element: find its successor by id
+    const fresh = target && target.id ? document.getElementById(target.id) : null;
+    if (event.detail.requestConfig && event.detail.requestConfig.elt &&
+        event.detail.requestConfig.triggeringEvent &&
+        event.detail.requestConfig.triggeringEvent.type === "account-changed") {
+      return; // background refresh: keep focus where it is
+    }
+    focusNew(fresh);
+  });
+
+  document.addEventListener("htmx:responseError", function (event) {
+    const flash = document.querySelector("[data-flash]");
+    const xhr = event.detail.xhr;
+    let message = "Something went wrong. Please try again.";
+    if (xhr && xhr.status < 500 && xhr.responseText && xhr.responseText.length < 500) {
+      message = xhr.responseText;
+    }
+    if (flash) {
+      flash.textContent = message;
+      flash.setAttribute("tabindex", "-1");
+      flash.focus();
+    }
+  });
+
+  document.addEventListener("htmx:sendError", function () {
+    const flash = document.querySelector("[data-flash]");
+    if (flash) flash.textContent = "The server could not be reached. Check your connection.";
+  });
+
+  // ---- passkey autofill on the login page (conditional mediation) ---------------------
+  async function startConditional() {
+    const button = document.querySelector("[data-passkey-action][data-conditional]");
+    if (!button || !window.PublicKeyCredential) return;
+    if (!PublicKeyCredential.isConditionalMediationAvailable) return;
+    try {
+      if (!(await PublicKeyCredential.isConditionalMediationAvailable())) return;
+    } catch (_) {
+      return;
+    }
+    run(button, "conditional");
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", startConditional);
+  } else {
+    startConditional();
+  }
+})();

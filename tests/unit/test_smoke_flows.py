@@ -1,0 +1,52 @@
+"""The main flows through the test client, end to end in-process."""
+
+from __future__ import annotations
+
+import re
+
+from sqlmodel import select
+
+from models import AuthSession, Passkey, RecoveryCode
+from tests.unit.conftest import query, reload_user
+
+
+def test_password_sign_in_reaches_account_page(auth, client):
+    response = auth.login()
+    assert response.status_code == 303
+    assert response.headers["location"] == "/account"
+    page = client.page("/account")
+    assert page.status_code == 200
+    assert "Account security" in page.text
+    assert page.headers["cache-control"] == "no-store"
+
+
+def test_add_passkey_enable_2fa_and_second_factor(auth, client, database):
+    auth.login()
+    added = auth.add_passkey("Work key")
+    assert added.status_code == 200, added.text
+    assert "Work key" in added.text
+    enabled = auth.enable_2fa()
+    assert enabled.status_code == 200, enabled.text
+    assert "Save your recovery codes" in enabled.text
+    codes = re.findall(r"<code>([A-Z0-9-]+)</code>", enabled.text)
+    assert len(codes) == 10
+    user = reload_user(database)
+    assert user.user_2fa_enabled
+    assert len(query(database, select(RecoveryCode))) == 10
+
+    client.page("/account")
+    auth.logout()
+    response = auth.login()
+    assert response.headers["location"] == "/login/2fa"
+    assert client.page("/account", follow_redirects=False).status_code == 303
+    page = client.page("/login/2fa")
+    assert "Two-factor authentication" in page.text
+    credential = auth.assertion("/login/2fa/passkey/start")
+    finished = client.json_post("/login/2fa/passkey/finish", {"credential": credential})
+    assert finished.status_code == 200, finished.text
+    assert finished.headers["hx-redirect"] == "/account"
+    sessions = query(database, select(AuthSession))
+    assert [s.amr for s in sessions] == [["pwd", "hwk"]]
+    assert sessions[0].acr == "aal2"
+    assert client.page("/account").status_code == 200
+    assert len(query(database, select(Passkey))) == 1

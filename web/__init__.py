@@ -1,0 +1,1 @@
+"""Barycenter Account: the account-security web application."""

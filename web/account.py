@@ -1,0 +1,238 @@
+"""Changes a signed-in person makes on the account page, each one whole transaction.
+
+The rules come from `web.twofactor`; this module only applies them, after locking the
+user's row so that concurrent requests decide on fresh data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, select
+
+from models import AuthSession, Passkey, utcnow
+from models.passkey import passkey_count
+from web import ceremony, events, passkeys, recovery, sessions, twofactor
+from web.client import ClientInfo
+from web.errors import Refused
+from web.settings import Settings
+from web.users import lock_user
+
+NAME_MAX = 64
+
+
+def clean_name(raw: Any) -> str:
+    """A passkey name: 1–64 printable characters, trimmed (HTML is escaped on output)."""
+    if not isinstance(raw, str):
+        raise Refused(422, "Give the passkey a name.")
+    name = " ".join(raw.split())
+    name = "".join(ch for ch in name if ch.isprintable() and not _is_bidi_control(ch))
+    if not name:
+        raise Refused(422, "Give the passkey a name.")
+    if len(name) > NAME_MAX:
+        raise Refused(422, f"Passkey names are at most {NAME_MAX} characters.")
+    return name
+
+
+def _is_bidi_control(ch: str) -> bool:
+    return "\u202a" <= ch <= "\u202e" or "\u2066" <= ch <= "\u2069" or ch in "\u200e\u200f"
+
+
+def owned_passkey(db: Session, user_id: int, passkey_id: int) -> Passkey:
+    """The user's own passkey, or a 404 (another user's id looks like an unknown one)."""
+    passkey = db.get(Passkey, passkey_id)
+    if passkey is None or passkey.user_id != user_id:
+        raise Refused(404, "That passkey was not found.")
+    return passkey
+
+
+@dataclass(frozen=True)
+class Enabled:
+    token: str
+    codes: list[str]
+
+
+def _mark_step_up(
+    db: Session, viewer: sessions.Viewer, settings: Settings, passkey: Passkey
+) -> str:
+    """A passkey assertion in this session: step-up time, aal2, new token."""
+    session = db.get(AuthSession, viewer.session.id)
+    if session is None:
+        raise Refused(401, "Your session ended. Please sign in again.")
+    factor = twofactor.amr_for_passkey(passkey.backup_eligible)
+    token = sessions.upgrade_session(db, session, settings, factor=factor, passkey_id=passkey.id)
+    viewer.session = session
+    return token
+
+
+def add_passkey(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+    name: str,
+) -> Passkey:
+    def effect(challenge: Any) -> Passkey:
+        user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+        new = passkeys.verify_registration(settings, challenge, credential)
+        passkey = passkeys.store_passkey(db, user, new, name)
+        events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
+        return passkey
+
+    return ceremony.finish(
+        db, credential, purposes=("register",), binding=viewer.session.token_hash, effect=effect
+    )
+
+
+def enable_2fa(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+) -> Enabled:
+    """Enrollment: with a new passkey (registration) or an existing one (assertion); the
+    passkey, the flag, 10 codes, the event and signing out other sessions in ONE commit."""
+
+    def effect(challenge: Any) -> Enabled:
+        user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+        decision = twofactor.can_enable(user)
+        if not decision.allowed:
+            raise Refused(decision.status, decision.message)
+        if challenge.data.get("mode") == "new":
+            name = challenge.data["name"]
+            new = passkeys.verify_registration(settings, challenge, credential)
+            passkey = passkeys.store_passkey(db, user, new, name)
+            events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
+        else:
+            passkey = passkeys.verify_authentication(db, settings, challenge, credential)
+        user.user_2fa_enabled = True
+        user.user_2fa_enabled_at = utcnow()
+        db.add(user)
+        codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
+        events.record(db, user.id, "2fa_enabled", ip=client.ip)  # type: ignore[arg-type]
+        sessions.end_other_sessions(db, user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
+        token = _mark_step_up(db, viewer, settings, passkey)
+        viewer.user = user
+        return Enabled(token=token, codes=codes)
+
+    return ceremony.finish(
+        db, credential, purposes=("enable-2fa",), binding=viewer.session.token_hash, effect=effect
+    )
+
+
+def disable_2fa(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+) -> str:
+    def effect(challenge: Any) -> str:
+        user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+        decision = twofactor.can_disable(user)
+        if not decision.allowed:
+            raise Refused(decision.status, decision.message)
+        passkey = passkeys.verify_authentication(db, settings, challenge, credential)
+        user.user_2fa_enabled = False
+        user.user_2fa_enabled_at = None
+        db.add(user)
+        recovery.remove_all(db, user.id)  # type: ignore[arg-type]
+        events.record(db, user.id, "2fa_disabled", ip=client.ip)  # type: ignore[arg-type]
+        viewer.user = user
+        return _mark_step_up(db, viewer, settings, passkey)
+
+    return ceremony.finish(
+        db, credential, purposes=("disable-2fa",), binding=viewer.session.token_hash, effect=effect
+    )
+
+
+def rename_passkey(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, passkey_id: int, raw_name: Any
+) -> Passkey:
+    passkey = owned_passkey(db, viewer.user.id, passkey_id)  # type: ignore[arg-type]
+    name = clean_name(raw_name)
+    if name != passkey.name:
+        events.record(
+            db, viewer.user.id, "passkey_renamed", ip=client.ip, old=passkey.name, name=name
+        )  # type: ignore[arg-type]
+        passkey.name = name
+        db.add(passkey)
+    db.commit()
+    return passkey
+
+
+def check_removal(db: Session, viewer: sessions.Viewer, passkey_id: int) -> Passkey:
+    """Refuse at once what the rules refuse anyway (the last passkey with 2FA on)."""
+    user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+    passkey = owned_passkey(db, user.id, passkey_id)  # type: ignore[arg-type]
+    decision = twofactor.can_remove_passkey(user, passkey_count(db, user.id))  # type: ignore[arg-type]
+    if not decision.allowed:
+        raise Refused(decision.status, decision.message)
+    return passkey
+
+
+def remove_passkey(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, passkey_id: int
+) -> None:
+    """Remove (the caller has checked step-up); other sessions signed in with it end."""
+    passkey = check_removal(db, viewer, passkey_id)
+    events.record(db, viewer.user.id, "passkey_removed", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
+    sessions.end_sessions_with_passkey(db, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
+    if viewer.session.passkey_id == passkey.id:
+        session = db.get(AuthSession, viewer.session.id)
+        if session is not None:
+            session.passkey_id = None
+            db.add(session)
+    db.delete(passkey)
+    db.commit()
+
+
+def step_up_then(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+    purpose: str,
+) -> tuple[str, dict[str, Any]]:
+    """A step-up assertion for `purpose`; returns (new token, the challenge's data)."""
+
+    def effect(challenge: Any) -> tuple[str, dict[str, Any]]:
+        passkey = passkeys.verify_authentication(db, settings, challenge, credential)
+        return _mark_step_up(db, viewer, settings, passkey), dict(challenge.data)
+
+    return ceremony.finish(
+        db, credential, purposes=(purpose,), binding=viewer.session.token_hash, effect=effect
+    )
+
+
+def regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> list[str]:
+    user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+    if not twofactor.shows_recovery_codes(user):
+        raise Refused(409, "Recovery codes are only used while two-factor authentication is on.")
+    codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
+    events.record(db, user.id, "recovery_codes_regenerated", ip=client.ip)  # type: ignore[arg-type]
+    db.commit()
+    return codes
+
+
+def revoke_session(db: Session, viewer: sessions.Viewer, session_id: int) -> None:
+    target = db.exec(
+        select(AuthSession).where(
+            AuthSession.id == session_id, AuthSession.user_id == viewer.user.id
+        )
+    ).first()
+    if target is None or target.id == viewer.session.id:
+        raise Refused(404, "That session was not found.")
+    sessions.end_session(db, session_id)
+    db.commit()
+
+
+def revoke_other_sessions(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> int:
+    ended = sessions.end_other_sessions(db, viewer.user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
+    events.record(db, viewer.user.id, "sessions_revoked", ip=client.ip, count=ended)  # type: ignore[arg-type]
+    db.commit()
+    return ended

@@ -1,0 +1,1 @@
+"""The admin GraphQL API, served on its own listener."""

@@ -1,0 +1,169 @@
+"""GraphQL schema of SPEC §6: read and set a user's two 2FA flags, create users."""
+
+from __future__ import annotations
+
+import strawberry
+from sqlmodel import Session
+from strawberry.types import Info
+
+from models import User, utcnow
+from models.passkey import passkey_count, passkeys_of
+from models.recovery import recovery_codes_remaining
+from models.user import user_by_username
+from web import events, twofactor
+from web.errors import Refused
+from web.users import create_user, lock_user
+
+
+@strawberry.type
+class TwoFactorResult:
+    success: bool
+    message: str
+    username: str
+    requires2fa: bool = strawberry.field(name="requires2fa")
+    user2fa_enabled: bool = strawberry.field(name="user2faEnabled")
+    effective2fa: bool = strawberry.field(name="effective2fa")
+
+
+@strawberry.type
+class User2faStatus:
+    username: str
+    subject: str
+    requires2fa: bool = strawberry.field(name="requires2fa")
+    user2fa_enabled: bool = strawberry.field(name="user2faEnabled")
+    effective2fa: bool = strawberry.field(name="effective2fa")
+    passkey_enrolled: bool
+    passkey_count: int
+    passkey_enrolled_at: str | None
+    recovery_codes_remaining: int
+
+
+@strawberry.type
+class CreateUserResult:
+    success: bool
+    message: str
+    username: str
+    subject: str | None
+
+
+def _db(info: Info) -> Session:
+    """A fresh session per field, so each mutation of an aliased batch commits on its own."""
+    return info.context["database"].session()
+
+
+def _result(user: User, message: str) -> TwoFactorResult:
+    return TwoFactorResult(
+        success=True,
+        message=message,
+        username=user.username,
+        requires2fa=user.requires_2fa,
+        user2fa_enabled=user.user_2fa_enabled,
+        effective2fa=twofactor.effective(user),
+    )
+
+
+def _not_found(username: str) -> TwoFactorResult:
+    return TwoFactorResult(
+        success=False,
+        message=f"User not found: {username}",
+        username=username,
+        requires2fa=False,
+        user2fa_enabled=False,
+        effective2fa=False,
+    )
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(name="user2faStatus")
+    def user2fa_status(self, info: Info, username: str) -> User2faStatus | None:
+        with _db(info) as db:
+            return _status(db, username)
+
+
+def _status(db: Session, username: str) -> User2faStatus | None:
+    user = user_by_username(db, username)
+    if user is None:
+        return None
+    keys = passkeys_of(db, user.id)  # type: ignore[arg-type]
+    return User2faStatus(
+        username=user.username,
+        subject=user.subject,
+        requires2fa=user.requires_2fa,
+        user2fa_enabled=user.user_2fa_enabled,
+        effective2fa=twofactor.effective(user),
+        passkey_enrolled=bool(keys),
+        passkey_count=len(keys),
+        passkey_enrolled_at=keys[0].created_at.isoformat() if keys else None,
+        recovery_codes_remaining=recovery_codes_remaining(db, user.id),  # type: ignore[arg-type]
+    )
+
+
+def _set_required(db: Session, username: str, required: bool) -> TwoFactorResult:
+    found = user_by_username(db, username)
+    if found is None:
+        return _not_found(username)
+    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    if user.requires_2fa != required:
+        user.requires_2fa = required
+        db.add(user)
+        kind = "2fa_required" if required else "2fa_not_required"
+        events.record(db, user.id, kind, actor="admin")  # type: ignore[arg-type]
+    db.commit()
+    verb = "now requires" if required else "no longer requires"
+    return _result(user, f"{user.username} {verb} two-factor authentication")
+
+
+def _set_enabled(db: Session, username: str, enabled: bool) -> TwoFactorResult:
+    found = user_by_username(db, username)
+    if found is None:
+        return _not_found(username)
+    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    if user.user_2fa_enabled != enabled:
+        user.user_2fa_enabled = enabled
+        user.user_2fa_enabled_at = utcnow() if enabled else None
+        db.add(user)
+        kind = "2fa_enabled" if enabled else "2fa_disabled"
+        events.record(db, user.id, kind, actor="admin")  # type: ignore[arg-type]
+    db.commit()
+    state = "enabled" if enabled else "disabled"
+    message = f"Two-factor preference {state} for {user.username}"
+    if enabled and passkey_count(db, user.id) == 0:  # type: ignore[arg-type]
+        message += " (no passkey yet: they will register one at their next sign-in)"
+    return _result(user, message)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(name="setUser2faRequired")
+    def set_user2fa_required(self, info: Info, username: str, required: bool) -> TwoFactorResult:
+        """Sets requires_2fa; the user's own flag is untouched. Applies at their next request."""
+        with _db(info) as db:
+            return _set_required(db, username, required)
+
+    @strawberry.mutation(name="setUser2faEnabled")
+    def set_user2fa_enabled(self, info: Info, username: str, enabled: bool) -> TwoFactorResult:
+        """Overrides the user's preference (e.g. off for a user who lost their passkey)."""
+        with _db(info) as db:
+            return _set_enabled(db, username, enabled)
+
+    @strawberry.mutation(name="createUser")
+    def create_user_(
+        self, info: Info, username: str, password: str, display_name: str | None = None
+    ) -> CreateUserResult:
+        try:
+            with _db(info) as db:
+                user = create_user(db, username, password, display_name, actor="admin")
+        except Refused as refusal:
+            return CreateUserResult(
+                success=False, message=str(refusal.detail), username=username, subject=None
+            )
+        return CreateUserResult(
+            success=True,
+            message=f"Created {user.username}",
+            username=user.username,
+            subject=user.subject,
+        )
+
+
+schema = strawberry.Schema(query=Query, mutation=Mutation)

@@ -1,0 +1,68 @@
+"""The shared shape of every passkey ceremony's `finish`: read the body, consume the
+challenge, verify and apply the effect in one transaction.
+
+The challenge is consumed whatever happens next; the effect runs in a savepoint, so a
+refused ceremony commits only the consumption (and the failure's own record), never half
+an effect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlmodel import Session
+
+from models import WebAuthnChallenge
+from web import passkeys
+from web.errors import Refused
+
+T = TypeVar("T")
+NOT_JSON = "The request body must be a JSON object."
+
+
+def read_json(body: bytes) -> dict[str, Any]:
+    """A JSON object from a request body, or a 400 with a plain message."""
+    try:
+        value = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused(400, NOT_JSON) from exc
+    if not isinstance(value, dict):
+        raise Refused(400, NOT_JSON)
+    return value
+
+
+def read_credential(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`{"credential": <toJSON()>, …fields}` → (credential, fields)."""
+    payload = read_json(body)
+    credential = payload.pop("credential", None)
+    if not isinstance(credential, dict):
+        raise Refused(400, "The request carried no passkey response.")
+    return credential, payload
+
+
+def finish(
+    db: Session,
+    credential: dict[str, Any],
+    *,
+    purposes: tuple[str, ...],
+    binding: str,
+    effect: Callable[[WebAuthnChallenge], T],
+    on_failure: Callable[[Refused], None] | None = None,
+) -> T:
+    """Consume the challenge, then apply `effect` atomically; commit either way."""
+    challenge = passkeys.take_challenge(db, credential, purposes=purposes, binding=binding)
+    try:
+        with db.begin_nested():
+            result = effect(challenge)
+    except Refused as refusal:
+        if on_failure is not None:
+            on_failure(refusal)
+        db.commit()
+        raise
+    except Exception:
+        db.rollback()
+        raise
+    db.commit()
+    return result

@@ -1,0 +1,44 @@
+"""Deleting what has expired: sessions, challenges, rate counters, very old events."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import col, delete, or_
+
+from models import AuthSession, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
+from models.session import FULL
+from web.db import Database
+from web.settings import Settings
+
+EVENT_RETENTION = timedelta(days=365)
+
+
+def cleanup(database: Database, settings: Settings) -> dict[str, int]:
+    now = utcnow()
+    idle_cutoff = now - timedelta(seconds=settings.session_ttl)
+    with database.session() as db:
+        counts = {
+            "sessions": db.exec(
+                delete(AuthSession).where(
+                    or_(
+                        col(AuthSession.expires_at) <= now,
+                        (col(AuthSession.state) == FULL)
+                        & (col(AuthSession.last_seen_at) < idle_cutoff),
+                    )
+                )
+            ).rowcount,  # type: ignore[attr-defined]
+            "challenges": db.exec(
+                delete(WebAuthnChallenge).where(col(WebAuthnChallenge.expires_at) <= now)
+            ).rowcount,  # type: ignore[attr-defined]
+            "rate_counters": db.exec(
+                delete(RateCounter).where(
+                    col(RateCounter.window_start) < now - timedelta(minutes=2)
+                )
+            ).rowcount,  # type: ignore[attr-defined]
+            "events": db.exec(
+                delete(SecurityEvent).where(col(SecurityEvent.created_at) < now - EVENT_RETENTION)
+            ).rowcount,  # type: ignore[attr-defined]
+        }
+        db.commit()
+    return counts

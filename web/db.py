@@ -1,0 +1,98 @@
+"""Engines, the per-request database session, and migrations.
+
+SQLite runs in WAL mode with a busy timeout. Requests that change state open their
+transaction with BEGIN IMMEDIATE (the write engine), so two writers queue instead of
+failing half-way; reads use the ordinary engine. PostgreSQL uses one engine for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from litestar import Request
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import Session
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+BUSY_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class Database:
+    read: Engine
+    write: Engine
+
+    def session(self, *, write: bool = True) -> Session:
+        return Session(self.write if write else self.read, expire_on_commit=False)
+
+    def dispose(self) -> None:
+        self.read.dispose()
+        if self.write is not self.read:
+            self.write.dispose()
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    path = url.removeprefix("sqlite:///")
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def connect(url: str) -> Database:
+    if is_sqlite(url):
+        return Database(
+            read=_sqlite_engine(url, immediate=False), write=_sqlite_engine(url, immediate=True)
+        )
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return Database(read=engine, write=engine)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str) -> None:
+    """Apply every migration (`barycenter-account db upgrade`; `serve` does it on start)."""
+    if is_sqlite(url):
+        _sqlite_engine(url, immediate=False).dispose()  # creates the folder, sets WAL
+    command.upgrade(alembic_config(url), "head")
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def provide_db(request: Request) -> Iterator[Session]:
+    """One session per request; services commit explicitly, anything left is rolled back."""
+    database: Database = request.app.state.database
+    session = database.session(write=request.method not in SAFE_METHODS)
+    try:
+        yield session
+    finally:
+        session.close()

@@ -1,0 +1,118 @@
+"""How refusals reach the user: a page with role="alert", a message for htmx, or JSON.
+
+Handlers raise `Refused(status, message)` (or Litestar's HTTPException); a page that needs
+another page first raises `RedirectTo`. Whatever the cause, the user sees words, never a
+stack trace or a raw JSON body in a page.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.response import Redirect, Template
+from sqlalchemy.exc import OperationalError
+
+log = logging.getLogger("barycenter")
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    401: "Please sign in.",
+    403: "That request was refused. Reload the page and try again.",
+    404: "Not found.",
+    405: "That action is not allowed here.",
+    409: "That conflicts with the current state. Reload the page and try again.",
+    413: "The request is too large.",
+    415: "Unsupported content type.",
+    422: "Please check the form.",
+    429: "Too many attempts. Please wait a minute and try again.",
+    503: "The service is busy. Please try again.",
+}
+
+
+class Refused(HTTPException):
+    """A refusal with a message meant for the person using the page."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(status_code=status, detail=message, headers=headers)
+
+
+class RedirectTo(Exception):  # noqa: N818  (a control-flow signal, not a failure)
+    """Send the browser elsewhere; JSON clients get `status` and `message` instead."""
+
+    def __init__(self, location: str, *, status: int = 303, message: str = ""):
+        super().__init__(location)
+        self.location = location
+        self.status = status
+        self.message = message
+
+
+def wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    content_type = request.headers.get("content-type", "")
+    return "application/json" in accept or content_type.startswith("application/json")
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def message_for(exc: HTTPException) -> str:
+    detail = exc.detail if isinstance(exc.detail, str) else ""
+    if isinstance(exc, ValidationException) or not detail or detail == "Bad Request":
+        return MESSAGES.get(exc.status_code, "The request could not be completed.")
+    if "Request Entity Too Large" in detail or exc.status_code == 413:
+        return MESSAGES[413]
+    return detail
+
+
+def refusal_response(request: Request, status: int, message: str, headers=None) -> Response:
+    headers = dict(headers or {})
+    headers["Cache-Control"] = "no-store"
+    if wants_json(request):
+        return Response({"detail": message}, status_code=status, headers=headers)
+    if is_htmx(request):
+        # htmx does not swap 4xx/5xx (see responseHandling); base.js shows this text.
+        return Response(message, status_code=status, media_type=MediaType.TEXT, headers=headers)
+    return Template(
+        "pages/error.html",
+        context={"status": status, "message": message},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def http_exception_handler(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    if status >= 500:
+        log.error("server error on %s %s: %s", request.method, request.url.path, exc.detail)
+        return refusal_response(request, 500, "Something went wrong on our side.")
+    return refusal_response(request, status, message_for(exc), exc.headers)
+
+
+def redirect_handler(request: Request, exc: RedirectTo) -> Response:
+    if wants_json(request):
+        return Response(
+            {"detail": exc.message, "redirect": exc.location},
+            status_code=exc.status if exc.status >= 400 else 401,
+            headers={"Cache-Control": "no-store"},
+        )
+    if is_htmx(request):
+        return Response(
+            "", status_code=200, headers={"HX-Redirect": exc.location, "Cache-Control": "no-store"}
+        )
+    return Redirect(exc.location, status_code=303)
+
+
+def database_busy_handler(request: Request, exc: OperationalError) -> Response:
+    text = str(exc.orig) if exc.orig else str(exc)
+    if "locked" in text or "busy" in text:
+        return refusal_response(request, 503, MESSAGES[503], {"Retry-After": "1"})
+    log.exception("database error", exc_info=exc)
+    return refusal_response(request, 500, "Something went wrong on our side.")
+
+
+def internal_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return refusal_response(request, 500, "Something went wrong on our side.")

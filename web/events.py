@@ -1,0 +1,90 @@
+"""Security events: recorded with every change, and described in plain words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from models import SecurityEvent, utcnow
+
+RECENT = 20
+
+
+def record(
+    db: Session,
+    user_id: int,
+    kind: str,
+    *,
+    actor: str = "user",
+    ip: str = "",
+    **detail: Any,
+) -> None:
+    """Adds an event to the current transaction (the caller commits)."""
+    db.add(
+        SecurityEvent(
+            user_id=user_id, kind=kind, actor=actor, ip=ip, detail=detail, created_at=utcnow()
+        )
+    )
+
+
+def recent(db: Session, user_id: int, limit: int = RECENT) -> list[SecurityEvent]:
+    query = (
+        select(SecurityEvent)
+        .where(SecurityEvent.user_id == user_id)
+        .order_by(col(SecurityEvent.created_at).desc(), col(SecurityEvent.id).desc())
+        .limit(limit)
+    )
+    return list(db.exec(query))
+
+
+def describe(event: SecurityEvent) -> str:
+    """One event in words, as the activity list shows it."""
+    d = event.detail or {}
+    by_admin = event.actor == "admin"
+    name = d.get("name", "")
+    words = {
+        "2fa_enabled": "Two-factor authentication turned on",
+        "2fa_disabled": "Two-factor authentication turned off",
+        "2fa_required": "Two-factor authentication required by an administrator",
+        "2fa_not_required": "Administrator no longer requires two-factor authentication",
+        "passkey_added": f"Passkey “{name}” added",
+        "passkey_renamed": f"Passkey “{d.get('old', '')}” renamed to “{name}”",
+        "passkey_removed": f"Passkey “{name}” removed",
+        "passkey_clone_suspected": f"Passkey “{name}” refused: its counter went backwards",
+        "recovery_code_used": f"Recovery code used — {d.get('remaining', 0)} left",
+        "recovery_codes_regenerated": "Recovery codes regenerated",
+        "sign_in": _sign_in_words(d.get("method", "")),
+        "sign_in_failed": "Failed sign-in attempt",
+        "second_factor_failed": "Failed two-factor attempt",
+        "locked": "Account locked for 15 minutes after repeated failures",
+        "sessions_revoked": "Signed out of other sessions",
+        "user_created": "Account created",
+    }
+    text = words.get(event.kind, event.kind.replace("_", " ").capitalize())
+    if by_admin and event.kind in {"2fa_enabled", "2fa_disabled"}:
+        text += " by an administrator"
+    return text
+
+
+def _sign_in_words(method: str) -> str:
+    return {
+        "pwd": "Signed in with password",
+        "passkey": "Signed in with a passkey",
+        "pwd+passkey": "Signed in with password and passkey",
+        "pwd+otp": "Signed in with password and a recovery code",
+    }.get(method, "Signed in")
+
+
+def is_warning(event: SecurityEvent) -> bool:
+    return event.kind in {
+        "sign_in_failed",
+        "second_factor_failed",
+        "locked",
+        "passkey_clone_suspected",
+    }
+
+
+def since(event: SecurityEvent) -> str:
+    seconds = int((utcnow() - event.created_at).total_seconds())
+    return f"{seconds}s"

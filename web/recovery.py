@@ -1,0 +1,67 @@
+"""Recovery codes: 10 single-use codes of 60 random bits each, stored only as argon2id hashes.
+
+A code reads `K7QM-P2XD-9RTB`: 12 characters from an alphabet without look-alikes (no 0/O,
+1/I/L, U), grouped by four. Entry ignores case, spaces and hyphens.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlmodel import Session, col, delete, select, update
+
+from models import RecoveryCode, utcnow
+
+ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"  # 30 symbols, 12 of them: ~58.9 bits
+LENGTH = 12
+COUNT = 10
+# Codes carry ~59 bits of randomness, so a light argon2id is plenty and keeps 10 checks fast.
+_hasher = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+
+
+def new_code() -> str:
+    raw = "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
+    return "-".join(raw[i : i + 4] for i in range(0, LENGTH, 4))
+
+
+def normalize(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch not in " -\t")
+
+
+def issue(db: Session, user_id: int) -> list[str]:
+    """Replace the user's codes with 10 new ones (the caller commits); returns them once."""
+    db.exec(delete(RecoveryCode).where(col(RecoveryCode.user_id) == user_id))
+    codes = [new_code() for _ in range(COUNT)]
+    for code in codes:
+        db.add(RecoveryCode(user_id=user_id, code_hash=_hasher.hash(normalize(code))))
+    return codes
+
+
+def remove_all(db: Session, user_id: int) -> None:
+    db.exec(delete(RecoveryCode).where(col(RecoveryCode.user_id) == user_id))
+
+
+def use(db: Session, user_id: int, entered: str) -> bool:
+    """Mark the matching unused code as used; False when none matches (or it just got used)."""
+    candidate = normalize(entered)
+    if len(candidate) != LENGTH or any(ch not in ALPHABET for ch in candidate):
+        return False
+    unused = db.exec(
+        select(RecoveryCode).where(
+            RecoveryCode.user_id == user_id, col(RecoveryCode.used_at).is_(None)
+        )
+    ).all()
+    for row in unused:
+        try:
+            _hasher.verify(row.code_hash, candidate)
+        except (VerificationError, InvalidHashError):
+            continue
+        used = db.exec(
+            update(RecoveryCode)
+            .where(col(RecoveryCode.id) == row.id, col(RecoveryCode.used_at).is_(None))
+            .values(used_at=utcnow())
+        )
+        return used.rowcount == 1  # type: ignore[attr-defined]
+    return False

@@ -1,0 +1,404 @@
+"""The account security page and each of its sections (htmx partials, plain forms too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+from sqlmodel import Session
+
+from models import utcnow
+from models.passkey import passkeys_of
+from web import account, ceremony, passkeys, sessions, twofactor
+from web.errors import Refused
+from web.routes.common import client, field, rate_limit, render, settings_of
+from web.views import account_context
+
+Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+JSON = {"body": "json"}
+CHANGED = "account-changed"  # sections listen for it and refresh themselves
+
+SECTIONS = {
+    "two-factor": "partials/account/two_factor.html",
+    "passkeys": "partials/account/passkeys.html",
+    "recovery-codes": "partials/account/recovery_codes.html",
+    "sessions": "partials/account/sessions.html",
+    "activity": "partials/account/activity.html",
+}
+
+
+def section(
+    request: Request,
+    db: Session,
+    viewer: sessions.Viewer,
+    name: str,
+    *,
+    status: int = 200,
+    trigger: str | None = None,
+    token: str | None = None,
+    **state: Any,
+) -> Template:
+    """One section for htmx (or the whole page, in that state, for a plain request)."""
+    context = account_context(
+        db,
+        settings_of(request),
+        viewer,
+        request.headers.get("user-agent", ""),
+        notice_in=name,
+        **state,
+    )
+    return render(
+        request,
+        page="pages/account.html",
+        partial=SECTIONS[name],
+        context=context,
+        status=status,
+        trigger=trigger,
+        token=token,
+    )
+
+
+def ceremony_options(options: dict[str, Any]) -> Response:
+    return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
+
+
+@get("/", sync_to_thread=False)
+def home() -> Redirect:
+    return Redirect("/account", status_code=303)
+
+
+class AccountController(Controller):
+    path = "/account"
+    dependencies = {"viewer": Provide(sessions.provide_viewer, sync_to_thread=True)}
+
+    @get("/", sync_to_thread=True)
+    def page(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+        context = account_context(
+            db, settings_of(request), viewer, request.headers.get("user-agent", "")
+        )
+        return render(request, page="pages/account.html", partial=None, context=context)
+
+    @get("/{name:str}", sync_to_thread=True)
+    def show_section(
+        self, request: Request, db: Session, viewer: sessions.Viewer, name: str
+    ) -> Template:
+        if name not in SECTIONS:
+            raise Refused(404, "Not found.")
+        return section(request, db, viewer, name)
+
+    # ---- Two-factor authentication: enable -------------------------------------------
+
+    @get("/two-factor/enable", sync_to_thread=True)
+    def enable_step(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+        decision = twofactor.can_enable(viewer.user)
+        if not decision.allowed:
+            raise Refused(decision.status, decision.message)
+        return section(request, db, viewer, "two-factor", tf_mode="enroll")
+
+    @post("/two-factor/enable/start", sync_to_thread=True, opt=JSON)
+    def enable_start(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Response:
+        rate_limit(request, "ceremony")
+        fields = ceremony.read_json(body)
+        decision = twofactor.can_enable(viewer.user)
+        if not decision.allowed:
+            raise Refused(decision.status, decision.message)
+        existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+        common = {
+            "binding": viewer.session.token_hash,
+            "session_id": viewer.session.id,
+            "purpose": "enable-2fa",
+        }
+        if fields.get("mode") == "existing":
+            if not existing:
+                raise Refused(409, "You have no passkey yet. Register one instead.")
+            options = passkeys.start_authentication(
+                db, settings_of(request), user=viewer.user, allow=existing, **common
+            )
+        else:
+            name = account.clean_name(fields.get("name"))
+            options = passkeys.start_registration(
+                db,
+                settings_of(request),
+                viewer.user,
+                existing,
+                data={"mode": "new", "name": name},
+                **common,
+            )
+        db.commit()
+        return ceremony_options(options)
+
+    @post("/two-factor/enable/finish", sync_to_thread=True, opt=JSON)
+    def enable_finish(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Template:
+        credential, _ = ceremony.read_credential(body)
+        enabled = account.enable_2fa(db, settings_of(request), client(request), viewer, credential)
+        return section(
+            request,
+            db,
+            viewer,
+            "two-factor",
+            tf_mode="codes",
+            codes=enabled.codes,
+            trigger=CHANGED,
+            token=enabled.token,
+        )
+
+    # ---- Two-factor authentication: disable ------------------------------------------
+
+    def _check_disable(self, viewer: sessions.Viewer) -> None:
+        decision = twofactor.can_disable(viewer.user)
+        if not decision.allowed:
+            raise Refused(decision.status, decision.message)
+
+    @get("/two-factor/disable", sync_to_thread=True)
+    def disable_step(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+        self._check_disable(viewer)
+        return section(request, db, viewer, "two-factor", tf_mode="disable")
+
+    @post("/two-factor/disable/start", sync_to_thread=True, opt=JSON)
+    def disable_start(self, request: Request, db: Session, viewer: sessions.Viewer) -> Response:
+        self._check_disable(viewer)
+        rate_limit(request, "ceremony")
+        options = passkeys.start_authentication(
+            db,
+            settings_of(request),
+            binding=viewer.session.token_hash,
+            session_id=viewer.session.id,
+            purpose="disable-2fa",
+            user=viewer.user,
+            allow=passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+        )
+        db.commit()
+        return ceremony_options(options)
+
+    @post("/two-factor/disable/finish", sync_to_thread=True, opt=JSON)
+    def disable_finish(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Template:
+        self._check_disable(viewer)  # 403 whatever the client sends, before reading it
+        credential, _ = ceremony.read_credential(body)
+        token = account.disable_2fa(db, settings_of(request), client(request), viewer, credential)
+        return section(
+            request,
+            db,
+            viewer,
+            "two-factor",
+            notice="Two-factor authentication is off.",
+            trigger=CHANGED,
+            token=token,
+        )
+
+    # ---- Passkeys --------------------------------------------------------------------
+
+    @post("/passkeys/start", sync_to_thread=True, opt=JSON)
+    def add_start(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Response:
+        rate_limit(request, "ceremony")
+        name = account.clean_name(ceremony.read_json(body).get("name"))
+        options = passkeys.start_registration(
+            db,
+            settings_of(request),
+            viewer.user,
+            passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+            binding=viewer.session.token_hash,
+            session_id=viewer.session.id,
+            purpose="register",
+            data={"name": name},
+        )
+        db.commit()
+        return ceremony_options(options)
+
+    @post("/passkeys/finish", sync_to_thread=True, opt=JSON)
+    def add_finish(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Template:
+        credential, fields = ceremony.read_credential(body)
+        name = account.clean_name(fields.get("name"))
+        passkey = account.add_passkey(
+            db, settings_of(request), client(request), viewer, credential, name
+        )
+        return section(
+            request,
+            db,
+            viewer,
+            "passkeys",
+            notice=f"Passkey “{passkey.name}” added.",
+            trigger=CHANGED,
+        )
+
+    @get("/passkeys/{passkey_id:int}/rename", sync_to_thread=True)
+    def rename_form(
+        self, request: Request, db: Session, viewer: sessions.Viewer, passkey_id: int
+    ) -> Template:
+        passkey = account.owned_passkey(db, viewer.user.id, passkey_id)  # type: ignore[arg-type]
+        return section(
+            request, db, viewer, "passkeys", pk_editing=passkey_id, pk_name_value=passkey.name
+        )
+
+    @post("/passkeys/{passkey_id:int}/rename", sync_to_thread=True)
+    def rename(
+        self,
+        request: Request,
+        db: Session,
+        viewer: sessions.Viewer,
+        passkey_id: int,
+        data: dict[str, Any] = Form,
+    ) -> Template:
+        raw = field(data, "name")
+        try:
+            passkey = account.rename_passkey(db, client(request), viewer, passkey_id, raw)
+        except Refused as refusal:
+            if refusal.status_code != 422:
+                raise
+            return section(
+                request,
+                db,
+                viewer,
+                "passkeys",
+                status=422,
+                pk_editing=passkey_id,
+                pk_name_value=raw[:200],
+                pk_error=str(refusal.detail),
+            )
+        return section(
+            request,
+            db,
+            viewer,
+            "passkeys",
+            notice=f"Passkey renamed to “{passkey.name}”.",
+            trigger=CHANGED,
+        )
+
+    @get("/passkeys/{passkey_id:int}/remove", sync_to_thread=True)
+    def remove_confirm(
+        self, request: Request, db: Session, viewer: sessions.Viewer, passkey_id: int
+    ) -> Template:
+        account.check_removal(db, viewer, passkey_id)
+        db.rollback()
+        return section(request, db, viewer, "passkeys", pk_confirming=passkey_id)
+
+    @post("/passkeys/{passkey_id:int}/remove", sync_to_thread=True)
+    def remove(
+        self, request: Request, db: Session, viewer: sessions.Viewer, passkey_id: int
+    ) -> Template:
+        if twofactor.needs_step_up(viewer.session, utcnow()):
+            account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
+            db.rollback()
+            return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
+        account.remove_passkey(db, client(request), viewer, passkey_id)
+        return section(request, db, viewer, "passkeys", notice="Passkey removed.", trigger=CHANGED)
+
+    @post("/passkeys/{passkey_id:int}/remove/start", sync_to_thread=True, opt=JSON)
+    def remove_start(
+        self, request: Request, db: Session, viewer: sessions.Viewer, passkey_id: int
+    ) -> Response:
+        rate_limit(request, "ceremony")
+        account.check_removal(db, viewer, passkey_id)
+        options = passkeys.start_authentication(
+            db,
+            settings_of(request),
+            binding=viewer.session.token_hash,
+            session_id=viewer.session.id,
+            purpose="remove-passkey",
+            user=viewer.user,
+            allow=passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+            data={"passkey_id": passkey_id},
+        )
+        db.commit()
+        return ceremony_options(options)
+
+    @post("/passkeys/remove/finish", sync_to_thread=True, opt=JSON)
+    def remove_finish(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Template:
+        credential, _ = ceremony.read_credential(body)
+        token, facts = account.step_up_then(
+            db, settings_of(request), client(request), viewer, credential, "remove-passkey"
+        )
+        account.remove_passkey(db, client(request), viewer, int(facts["passkey_id"]))
+        return section(
+            request,
+            db,
+            viewer,
+            "passkeys",
+            notice="Passkey removed.",
+            trigger=CHANGED,
+            token=token,
+        )
+
+    # ---- Recovery codes --------------------------------------------------------------
+
+    @post("/recovery-codes/regenerate", sync_to_thread=True)
+    def regenerate(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+        if not twofactor.shows_recovery_codes(viewer.user):
+            raise Refused(
+                409, "Recovery codes are only used while two-factor authentication is on."
+            )
+        if twofactor.needs_step_up(viewer.session, utcnow()):
+            return section(request, db, viewer, "recovery-codes", rc_mode="step-up")
+        codes = account.regenerate_codes(db, client(request), viewer)
+        return section(
+            request, db, viewer, "recovery-codes", rc_mode="codes", codes=codes, trigger=CHANGED
+        )
+
+    @post("/recovery-codes/start", sync_to_thread=True, opt=JSON)
+    def regenerate_start(self, request: Request, db: Session, viewer: sessions.Viewer) -> Response:
+        if not twofactor.shows_recovery_codes(viewer.user):
+            raise Refused(
+                409, "Recovery codes are only used while two-factor authentication is on."
+            )
+        rate_limit(request, "ceremony")
+        options = passkeys.start_authentication(
+            db,
+            settings_of(request),
+            binding=viewer.session.token_hash,
+            session_id=viewer.session.id,
+            purpose="recovery-codes",
+            user=viewer.user,
+            allow=passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+        )
+        db.commit()
+        return ceremony_options(options)
+
+    @post("/recovery-codes/finish", sync_to_thread=True, opt=JSON)
+    def regenerate_finish(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Template:
+        credential, _ = ceremony.read_credential(body)
+        token, _ = account.step_up_then(
+            db, settings_of(request), client(request), viewer, credential, "recovery-codes"
+        )
+        codes = account.regenerate_codes(db, client(request), viewer)
+        return section(
+            request,
+            db,
+            viewer,
+            "recovery-codes",
+            rc_mode="codes",
+            codes=codes,
+            trigger=CHANGED,
+            token=token,
+        )
+
+    # ---- Sessions --------------------------------------------------------------------
+
+    @post("/sessions/{session_id:int}/revoke", sync_to_thread=True)
+    def revoke(
+        self, request: Request, db: Session, viewer: sessions.Viewer, session_id: int
+    ) -> Template:
+        account.revoke_session(db, viewer, session_id)
+        return section(request, db, viewer, "sessions", notice="That session was signed out.")
+
+    @post("/sessions/revoke-others", sync_to_thread=True)
+    def revoke_others(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+        ended = account.revoke_other_sessions(db, client(request), viewer)
+        notice = f"Signed out of {ended} other session{'s' if ended != 1 else ''}."
+        return section(request, db, viewer, "sessions", notice=notice, trigger=CHANGED)

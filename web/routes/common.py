@@ -1,0 +1,99 @@
+"""Helpers every controller shares: rendering page-or-partial, form fields, bindings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.response import Template
+
+from web import ratelimit, sessions
+from web.client import ClientInfo, client_info
+from web.errors import Refused, is_htmx
+from web.settings import Settings
+from web.tokens import digest
+
+CEREMONY_COOKIE = "barycenter_ceremony"
+NO_STORE = {"Cache-Control": "no-store", "Vary": "HX-Request"}
+
+
+def wants_partial(request: Request) -> bool:
+    """A partial for htmx; the whole page for plain requests and history restores."""
+    return is_htmx(request) and request.headers.get("hx-history-restore-request") != "true"
+
+
+def render(
+    request: Request,
+    *,
+    page: str,
+    partial: str | None,
+    context: dict[str, Any],
+    status: int = 200,
+    trigger: str | None = None,
+    token: str | None = None,
+) -> Template:
+    name = partial if partial and wants_partial(request) else page
+    headers = dict(NO_STORE)
+    if trigger:
+        headers["HX-Trigger"] = trigger
+    response = Template(name, context=context, status_code=status, headers=headers)
+    if token:
+        sessions.set_cookie(response, token, request.app.state.settings)
+    return response
+
+
+def redirect(request: Request, location: str, *, token: str | None = None) -> Response:
+    """303 for a plain form; HX-Redirect for htmx and the passkey shim."""
+    if is_htmx(request) or request.headers.get("content-type", "").startswith("application/json"):
+        response: Response = Response(
+            {"redirect": location}, status_code=200, headers={"HX-Redirect": location, **NO_STORE}
+        )
+    else:
+        response = Response(
+            content=None, status_code=303, headers={"Location": location, **NO_STORE}
+        )
+    if token:
+        sessions.set_cookie(response, token, request.app.state.settings)
+    return response
+
+
+def field(data: Any, name: str) -> str:
+    """One text field of a submitted form ("" when absent); anything else is a 400."""
+    if not isinstance(data, dict):
+        raise Refused(400, "The form could not be read.")
+    value = data.get(name, "")
+    if not isinstance(value, str):
+        raise Refused(400, f"The field “{name}” must be text.")
+    return value
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def client(request: Request) -> ClientInfo:
+    return client_info(request)
+
+
+def login_binding(request: Request) -> str:
+    """Sign-in ceremonies happen before any session: bind them to a nonce cookie."""
+    nonce = request.cookies.get(CEREMONY_COOKIE, "")
+    if not nonce or len(nonce) > 128:
+        raise Refused(400, "This passkey request expired or was already used. Please try again.")
+    return digest(nonce)
+
+
+def safe_return_to(value: str | None) -> str:
+    """Only local paths: "/x" but never "//host" or "/\\host"."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return "/account"
+    if any(ch in value for ch in "\r\n\t\\") or len(value) > 512:
+        return "/account"
+    return value
+
+
+def rate_limit(request: Request, action: str) -> None:
+    """Per-IP limit on sign-in attempts and ceremony starts (429 with Retry-After)."""
+    settings = settings_of(request)
+    ip = client(request).ip
+    ratelimit.hit(request.app.state.database, f"{action}:{ip}", settings.ip_limit_per_minute)

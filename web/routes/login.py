@@ -1,0 +1,236 @@
+"""Sign in (password or passkey), the second factor at /login/2fa, sign out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Template
+from sqlmodel import Session
+
+from models.passkey import passkey_count, passkeys_of
+from web import account, ceremony, passkeys, sessions, signin, twofactor
+from web.errors import Refused
+from web.routes.common import (
+    CEREMONY_COOKIE,
+    client,
+    field,
+    login_binding,
+    rate_limit,
+    redirect,
+    render,
+    safe_return_to,
+    settings_of,
+)
+from web.tokens import digest, new_token
+from web.views import default_passkey_name
+
+Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+JSON = {"body": "json"}
+
+
+def login_page(
+    request: Request, *, error: str = "", username: str = "", return_to: str = "", status: int = 200
+) -> Template:
+    context = {"error": error, "username": username, "return_to": return_to}
+    return render(request, page="pages/login.html", partial=None, context=context, status=status)
+
+
+class LoginController(Controller):
+    path = "/login"
+
+    @get("/", sync_to_thread=True)
+    def show(self, request: Request, db: Session, return_to: str = "") -> Template | Response:
+        viewer = sessions.load(request, db)
+        if viewer is not None and viewer.session.state == "full":
+            return redirect(request, safe_return_to(return_to))
+        return login_page(request, return_to=safe_return_to(return_to) if return_to else "")
+
+    @post("/", sync_to_thread=True)
+    def submit(
+        self, request: Request, db: Session, data: dict[str, Any] = Form
+    ) -> Template | Response:
+        username, password = field(data, "username"), field(data, "password")
+        return_to = safe_return_to(field(data, "return_to"))
+        try:
+            rate_limit(request, "sign-in")
+            outcome = signin.password_sign_in(
+                db, settings_of(request), client(request), username.strip(), password
+            )
+        except Refused as refusal:
+            return login_page(
+                request,
+                error=str(refusal.detail),
+                username=username[:64],
+                return_to=return_to,
+                status=refusal.status_code,
+            )
+        target = "/login/2fa" if outcome.partial else return_to
+        return redirect(request, target, token=outcome.token)
+
+    @post("/passkey/start", sync_to_thread=True, opt=JSON)
+    def passkey_start(self, request: Request, db: Session) -> Response:
+        rate_limit(request, "ceremony")
+        nonce = request.cookies.get(CEREMONY_COOKIE) or new_token()
+        options = passkeys.start_authentication(
+            db,
+            settings_of(request),
+            binding=digest(nonce),
+            session_id=None,
+            purpose="login",
+            require_uv=True,
+        )
+        db.commit()
+        response = Response(options, status_code=200, headers={"Cache-Control": "no-store"})
+        response.set_cookie(
+            CEREMONY_COOKIE,
+            nonce,
+            path="/login",
+            httponly=True,
+            samesite="strict",
+            secure=settings_of(request).secure_cookies,
+            max_age=600,
+        )
+        return response
+
+    @post("/passkey/finish", sync_to_thread=True, opt=JSON)
+    def passkey_finish(self, request: Request, db: Session, body: bytes) -> Response:
+        credential, fields = ceremony.read_credential(body)
+        token = signin.passkey_sign_in(
+            db, settings_of(request), client(request), credential, login_binding(request)
+        )
+        return_to = fields.get("return_to")
+        target = safe_return_to(return_to if isinstance(return_to, str) else None)
+        return redirect(request, target, token=token)
+
+
+class SecondFactorController(Controller):
+    """`/login/2fa`: only a session waiting for its second factor gets here."""
+
+    path = "/login/2fa"
+    dependencies = {"viewer": Provide(sessions.provide_pending, sync_to_thread=True)}
+
+    def _page(
+        self,
+        request: Request,
+        db: Session,
+        viewer: sessions.Viewer,
+        *,
+        error: str = "",
+        status: int = 200,
+    ) -> Template:
+        count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        context = {
+            "enroll": twofactor.needs_enrollment_at_login(viewer.user, count),
+            "default_passkey_name": default_passkey_name(request.headers.get("user-agent", "")),
+            "error": error,
+        }
+        return render(
+            request, page="pages/login_2fa.html", partial=None, context=context, status=status
+        )
+
+    @get("/", sync_to_thread=True)
+    def show(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+        return self._page(request, db, viewer)
+
+    @post("/recovery", sync_to_thread=True)
+    def recovery_code(
+        self, request: Request, db: Session, viewer: sessions.Viewer, data: dict[str, Any] = Form
+    ) -> Template | Response:
+        code = field(data, "code")
+        try:
+            rate_limit(request, "sign-in")
+            token, _ = signin.second_factor_code(
+                db, settings_of(request), client(request), viewer, code
+            )
+        except Refused as refusal:
+            if refusal.status_code == 401:
+                raise
+            return self._page(
+                request, db, viewer, error=str(refusal.detail), status=refusal.status_code
+            )
+        return redirect(request, "/account", token=token)
+
+    @post("/passkey/start", sync_to_thread=True, opt=JSON)
+    def passkey_start(self, request: Request, db: Session, viewer: sessions.Viewer) -> Response:
+        rate_limit(request, "ceremony")
+        allow = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+        if not allow:
+            raise Refused(409, "This account has no passkey yet. Register one first.")
+        options = passkeys.start_authentication(
+            db,
+            settings_of(request),
+            binding=viewer.session.token_hash,
+            session_id=viewer.session.id,
+            purpose="second-factor",
+            user=viewer.user,
+            allow=allow,
+        )
+        db.commit()
+        return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
+
+    @post("/passkey/finish", sync_to_thread=True, opt=JSON)
+    def passkey_finish(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Response:
+        credential, _ = ceremony.read_credential(body)
+        token = signin.second_factor_passkey(
+            db, settings_of(request), client(request), viewer, credential
+        )
+        return redirect(request, "/account", token=token)
+
+    @post("/enroll/start", sync_to_thread=True, opt=JSON)
+    def enroll_start(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Response:
+        rate_limit(request, "ceremony")
+        name = account.clean_name(ceremony.read_json(body).get("name"))
+        if not twofactor.needs_enrollment_at_login(
+            viewer.user,
+            passkey_count(db, viewer.user.id),  # type: ignore[arg-type]
+        ):
+            raise Refused(409, "This account already has a passkey. Verify with it instead.")
+        options = passkeys.start_registration(
+            db,
+            settings_of(request),
+            viewer.user,
+            [],
+            binding=viewer.session.token_hash,
+            session_id=viewer.session.id,
+            purpose="enroll-at-login",
+            data={"name": name},
+        )
+        db.commit()
+        return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
+
+    @post("/enroll/finish", sync_to_thread=True, opt=JSON)
+    def enroll_finish(
+        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+    ) -> Template:
+        credential, fields = ceremony.read_credential(body)
+        name = account.clean_name(fields.get("name"))
+        token, codes = signin.enroll_at_login(
+            db, settings_of(request), client(request), viewer, credential, name
+        )
+        context = {"codes": codes, "codes_title": "Save your recovery codes"}
+        return render(
+            request,
+            page="pages/enrolled.html",
+            partial="partials/login/enrolled.html",
+            context=context,
+            token=token,
+        )
+
+
+@post("/logout", sync_to_thread=True)
+def logout(request: Request, db: Session) -> Response:
+    viewer = sessions.load(request, db)
+    if viewer is not None:
+        sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
+        db.commit()
+    response = redirect(request, "/login")
+    sessions.clear_cookie(response)
+    return response

@@ -1,0 +1,225 @@
+"""Server-side sessions: cookie → AuthSession → user; sign in, upgrade, sign out.
+
+The cookie holds a 256-bit random token; the database holds only its SHA-256. Expiry is
+decided from database timestamps: partial sessions live 10 minutes, full sessions end after
+`session_ttl` idle seconds and 24 hours in all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from litestar import Request, Response
+from sqlmodel import Session, col, delete, select, update
+
+from models import AuthSession, User, utcnow
+from models.session import FULL, PARTIAL
+from web import twofactor
+from web.client import ClientInfo
+from web.errors import RedirectTo
+from web.settings import Settings
+from web.tokens import digest, new_token
+
+COOKIE = "barycenter_session"
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+@dataclass
+class Viewer:
+    """The signed-in person of a request."""
+
+    user: User
+    session: AuthSession
+
+
+def set_cookie(response: Response, token: str, settings: Settings) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=settings.secure_cookies,
+    )
+
+
+def clear_cookie(response: Response) -> None:
+    response.delete_cookie(COOKIE, path="/")
+
+
+def start_session(
+    db: Session,
+    user: User,
+    settings: Settings,
+    client: ClientInfo,
+    *,
+    amr: list[str],
+    mfa_verified: bool,
+    partial: bool = False,
+    passkey_id: int | None = None,
+) -> str:
+    """Adds a session row (the caller commits) and returns the token for the cookie."""
+    now = utcnow()
+    token = new_token()
+    lifetime = settings.partial_session_ttl if partial else settings.session_absolute_ttl
+    db.add(
+        AuthSession(
+            token_hash=digest(token),
+            user_id=user.id,
+            state=PARTIAL if partial else FULL,
+            amr=amr,
+            acr="aal2" if mfa_verified else "aal1",
+            mfa_verified=mfa_verified,
+            auth_time=now,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + timedelta(seconds=lifetime),
+            passkey_id=passkey_id,
+            step_up_at=now if passkey_id is not None else None,
+            user_agent=client.user_agent,
+            ip=client.ip,
+        )
+    )
+    return token
+
+
+def upgrade_session(
+    db: Session, session: AuthSession, settings: Settings, *, factor: str, passkey_id: int | None
+) -> str:
+    """Second factor verified: full, aal2, a new token. The caller commits."""
+    now = utcnow()
+    token = new_token()
+    session.token_hash = digest(token)
+    session.state = FULL
+    session.amr = ["pwd", factor] if "pwd" in session.amr else [factor]
+    session.acr = "aal2"
+    session.mfa_verified = True
+    session.auth_time = now
+    session.last_seen_at = now
+    session.expires_at = now + timedelta(seconds=settings.session_absolute_ttl)
+    if passkey_id is not None:
+        session.passkey_id = passkey_id
+        session.step_up_at = now
+    db.add(session)
+    return token
+
+
+def is_expired(session: AuthSession, settings: Settings) -> bool:
+    now = utcnow()
+    if now >= session.expires_at:
+        return True
+    return session.state == FULL and now - session.last_seen_at > timedelta(
+        seconds=settings.session_ttl
+    )
+
+
+def load(request: Request, db: Session) -> Viewer | None:
+    """The session named by the cookie, if it exists and has not expired."""
+    token = request.cookies.get(COOKIE)
+    if not token or len(token) > 128:
+        return None
+    row = db.exec(
+        select(AuthSession, User)
+        .join(User, col(User.id) == col(AuthSession.user_id))
+        .where(AuthSession.token_hash == digest(token))
+    ).first()
+    if row is None:
+        return None
+    session, user = row
+    database = request.app.state.database
+    if is_expired(session, request.app.state.settings):
+        with database.session() as writer:
+            writer.exec(delete(AuthSession).where(col(AuthSession.id) == session.id))
+            writer.commit()
+        return None
+    now = utcnow()
+    if now - session.last_seen_at > TOUCH_EVERY:
+        with database.session() as writer:
+            writer.exec(
+                update(AuthSession)
+                .where(col(AuthSession.id) == session.id)
+                .values(last_seen_at=now)
+            )
+            writer.commit()
+        session.last_seen_at = now
+    return Viewer(user=user, session=session)
+
+
+def _demote(request: Request, viewer: Viewer) -> None:
+    """A full session that no longer meets the rules becomes a partial one."""
+    settings = request.app.state.settings
+    expires = utcnow() + timedelta(seconds=settings.partial_session_ttl)
+    with request.app.state.database.session() as writer:
+        writer.exec(
+            update(AuthSession)
+            .where(col(AuthSession.id) == viewer.session.id)
+            .values(state=PARTIAL, expires_at=expires)
+        )
+        writer.commit()
+    viewer.session.state = PARTIAL
+    viewer.session.expires_at = expires
+
+
+def login_url(request: Request) -> str:
+    path = request.url.path
+    if request.method == "GET" and path not in {"/", "/account"}:
+        return f"/login?return_to={path}"
+    return "/login"
+
+
+def provide_viewer(request: Request, db: Session) -> Viewer:
+    """A full session that meets the rules of §4; otherwise off to sign-in or /login/2fa."""
+    viewer = load(request, db)
+    if viewer is None:
+        raise RedirectTo(login_url(request), status=401, message="Please sign in.")
+    if viewer.session.state == FULL and not twofactor.session_meets_rules(
+        viewer.user, viewer.session
+    ):
+        _demote(request, viewer)
+    if viewer.session.state != FULL:
+        raise RedirectTo(
+            "/login/2fa", status=401, message="Finish two-factor authentication first."
+        )
+    return viewer
+
+
+def provide_pending(request: Request, db: Session) -> Viewer:
+    """A session waiting for its second factor (partial, or full but no longer enough)."""
+    viewer = load(request, db)
+    if viewer is None:
+        raise RedirectTo(
+            "/login", status=401, message="Your sign-in expired. Please sign in again."
+        )
+    if viewer.session.state == FULL:
+        if twofactor.session_meets_rules(viewer.user, viewer.session):
+            raise RedirectTo("/account", status=409, message="You are already signed in.")
+        _demote(request, viewer)
+    return viewer
+
+
+def end_session(db: Session, session_id: int) -> None:
+    db.exec(delete(AuthSession).where(col(AuthSession.id) == session_id))
+
+
+def end_other_sessions(db: Session, user_id: int, keep_id: int | None) -> int:
+    query = delete(AuthSession).where(col(AuthSession.user_id) == user_id)
+    if keep_id is not None:
+        query = query.where(col(AuthSession.id) != keep_id)
+    return db.exec(query).rowcount  # type: ignore[attr-defined]
+
+
+def end_sessions_with_passkey(db: Session, passkey_id: int, keep_id: int) -> int:
+    query = delete(AuthSession).where(
+        col(AuthSession.passkey_id) == passkey_id, col(AuthSession.id) != keep_id
+    )
+    return db.exec(query).rowcount  # type: ignore[attr-defined]
+
+
+def sessions_of(db: Session, user_id: int) -> list[AuthSession]:
+    query = (
+        select(AuthSession)
+        .where(AuthSession.user_id == user_id, AuthSession.state == FULL)
+        .order_by(col(AuthSession.last_seen_at).desc())
+    )
+    return list(db.exec(query))

@@ -1,0 +1,241 @@
+"""Signing in: password, passkey, the second factor at /login/2fa, enroll-at-login.
+
+Each function does one whole step in one transaction and returns the new session token
+(the handler puts it in the cookie).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, col, update
+
+from models import AuthSession, User, utcnow
+from models.passkey import passkey_count
+from models.recovery import recovery_codes_remaining
+from models.user import user_by_handle, user_by_username
+from web import ceremony, events, passkeys, recovery, sessions, twofactor
+from web.client import ClientInfo
+from web.errors import Refused
+from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
+from web.settings import Settings
+from web.users import lock_user
+
+BAD_CREDENTIALS = "Incorrect username or password."
+LOCKED = "Too many failed attempts. This account is locked for 15 minutes."
+TOO_MANY_SECOND_FACTOR = "Too many failed attempts. Please sign in again in 15 minutes."
+WRONG_CODE = "That recovery code is not valid or was already used."
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    token: str
+    partial: bool
+
+
+def _fail_password(db: Session, user: User, client: ClientInfo) -> None:
+    """Count a failure (atomically, shared by every process); the 5th locks the account."""
+    now = utcnow()
+    count = db.exec(
+        update(User)
+        .where(col(User.id) == user.id)
+        .values(failed_login_count=User.failed_login_count + 1)
+        .returning(User.failed_login_count)
+    ).one()[0]
+    events.record(db, user.id, "sign_in_failed", ip=client.ip)  # type: ignore[arg-type]
+    locked_until = twofactor.lock_after_failure(count, now)
+    if locked_until is not None:
+        db.exec(
+            update(User)
+            .where(col(User.id) == user.id)
+            .values(locked_until=locked_until, failed_login_count=0)
+        )
+        events.record(db, user.id, "locked", ip=client.ip)  # type: ignore[arg-type]
+    db.commit()
+
+
+def password_sign_in(
+    db: Session, settings: Settings, client: ClientInfo, username: str, password: str
+) -> SignedIn:
+    """Unknown user and wrong password: the same message, the same argon2 work."""
+    if not username or not password:
+        raise Refused(422, "Enter your username and password.")
+    if len(username) > 64 or len(password) > MAX_PASSWORD_LENGTH:
+        raise Refused(401, BAD_CREDENTIALS)
+    user = user_by_username(db, username)
+    if user is not None and twofactor.is_locked(user.locked_until, utcnow()):
+        raise Refused(429, LOCKED, headers={"Retry-After": "900"})
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        if user is not None:
+            _fail_password(db, user, client)
+        raise Refused(401, BAD_CREDENTIALS)
+    user.failed_login_count = 0
+    user.locked_until = None
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    db.add(user)
+    partial = twofactor.password_sign_in_needs_second_factor(user)
+    token = sessions.start_session(
+        db, user, settings, client, amr=["pwd"], mfa_verified=False, partial=partial
+    )
+    if not partial:
+        events.record(db, user.id, "sign_in", ip=client.ip, method="pwd")  # type: ignore[arg-type]
+    db.commit()
+    return SignedIn(token=token, partial=partial)
+
+
+def passkey_sign_in(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    credential: dict[str, Any],
+    binding: str,
+) -> str:
+    """A user-verified discoverable passkey: a full aal2 session, no second prompt."""
+    handle = passkeys.user_handle_of(credential)
+    owner = user_by_handle(db, handle) if handle else None
+
+    def effect(challenge: Any) -> str:
+        if owner is None:
+            raise Refused(400, "That passkey does not belong to an account here.")
+        passkey = passkeys.verify_authentication(db, settings, challenge, credential, owner=owner)
+        factor = twofactor.amr_for_passkey(passkey.backup_eligible)
+        events.record(db, owner.id, "sign_in", ip=client.ip, method="passkey", name=passkey.name)  # type: ignore[arg-type]
+        return sessions.start_session(
+            db, owner, settings, client, amr=[factor], mfa_verified=True, passkey_id=passkey.id
+        )
+
+    return ceremony.finish(
+        db,
+        credential,
+        purposes=("login",),
+        binding=binding,
+        effect=effect,
+        on_failure=lambda refusal: _note_clone(db, refusal, client),
+    )
+
+
+def _note_clone(db: Session, refusal: Refused, client: ClientInfo) -> None:
+    if isinstance(refusal, passkeys.SignCountRegression):
+        events.record(
+            db,
+            refusal.passkey.user_id,
+            "passkey_clone_suspected",
+            ip=client.ip,
+            name=refusal.passkey.name,
+        )
+
+
+def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo) -> bool:
+    """Count a failed second factor; the 5th ends the partial session. True when it ended."""
+    count = db.exec(
+        update(User)
+        .where(col(User.id) == viewer.user.id)
+        .values(failed_login_count=User.failed_login_count + 1)
+        .returning(User.failed_login_count)
+    ).one()[0]
+    events.record(db, viewer.user.id, "second_factor_failed", ip=client.ip)  # type: ignore[arg-type]
+    locked_until = twofactor.lock_after_failure(count, utcnow())
+    if locked_until is None:
+        return False
+    db.exec(
+        update(User)
+        .where(col(User.id) == viewer.user.id)
+        .values(locked_until=locked_until, failed_login_count=0)
+    )
+    events.record(db, viewer.user.id, "locked", ip=client.ip)  # type: ignore[arg-type]
+    sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
+    return True
+
+
+def second_factor_passkey(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+) -> str:
+    """Verify with a passkey at /login/2fa: upgrade to aal2 with a new token."""
+    session = viewer.session
+
+    def effect(challenge: Any) -> str:
+        passkey = passkeys.verify_authentication(db, settings, challenge, credential)
+        factor = twofactor.amr_for_passkey(passkey.backup_eligible)
+        fresh = db.get(AuthSession, session.id)
+        if fresh is None:
+            raise Refused(401, "Your sign-in expired. Please sign in again.")
+        token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
+        db.exec(update(User).where(col(User.id) == viewer.user.id).values(failed_login_count=0))
+        method = "pwd+passkey" if "pwd" in fresh.amr else "passkey"
+        events.record(db, viewer.user.id, "sign_in", ip=client.ip, method=method, name=passkey.name)  # type: ignore[arg-type]
+        return token
+
+    def on_failure(refusal: Refused) -> None:
+        _note_clone(db, refusal, client)
+        _fail_second_factor(db, viewer, client)
+
+    return ceremony.finish(
+        db,
+        credential,
+        purposes=("second-factor",),
+        binding=session.token_hash,
+        effect=effect,
+        on_failure=on_failure,
+    )
+
+
+def second_factor_code(
+    db: Session, settings: Settings, client: ClientInfo, viewer: sessions.Viewer, code: str
+) -> tuple[str, int]:
+    """One unused recovery code: upgrade to aal2 (amr pwd+otp). Returns (token, remaining)."""
+    user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+    if len(code) > 64 or not recovery.use(db, user.id, code):  # type: ignore[arg-type]
+        ended = _fail_second_factor(db, viewer, client)
+        db.commit()
+        if ended:
+            raise Refused(401, TOO_MANY_SECOND_FACTOR)
+        raise Refused(422, WRONG_CODE)
+    remaining = recovery_codes_remaining(db, user.id)  # type: ignore[arg-type]
+    user.failed_login_count = 0
+    db.add(user)
+    token = sessions.upgrade_session(db, viewer.session, settings, factor="otp", passkey_id=None)
+    events.record(db, user.id, "recovery_code_used", ip=client.ip, remaining=remaining)  # type: ignore[arg-type]
+    events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+otp")  # type: ignore[arg-type]
+    db.commit()
+    return token, remaining
+
+
+def enroll_at_login(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+    name: str,
+) -> tuple[str, list[str]]:
+    """2FA required, no passkey yet: register one, issue codes, upgrade the session."""
+
+    def effect(challenge: Any) -> tuple[str, list[str]]:
+        user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+        if not twofactor.needs_enrollment_at_login(user, passkey_count(db, user.id)):  # type: ignore[arg-type]
+            raise Refused(409, "This account already has a passkey. Verify with it instead.")
+        new = passkeys.verify_registration(settings, challenge, credential)
+        passkey = passkeys.store_passkey(db, user, new, name)
+        codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
+        events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
+        fresh = db.get(AuthSession, viewer.session.id)
+        if fresh is None:
+            raise Refused(401, "Your sign-in expired. Please sign in again.")
+        factor = twofactor.amr_for_passkey(passkey.backup_eligible)
+        token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
+        events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=name)  # type: ignore[arg-type]
+        return token, codes
+
+    return ceremony.finish(
+        db,
+        credential,
+        purposes=("enroll-at-login",),
+        binding=viewer.session.token_hash,
+        effect=effect,
+    )

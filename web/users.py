@@ -1,0 +1,61 @@
+"""Creating users and locking a user's row for a change that the rules must see whole."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from models import User
+from models.user import USERNAME_RE, normalize_username, user_by_username
+from web import events
+from web.errors import Refused
+from web.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
+
+MAX_DISPLAY_NAME = 128
+
+
+def lock_user(db: Session, user_id: int) -> User:
+    """Re-read the user FOR UPDATE (PostgreSQL row lock; SQLite's BEGIN IMMEDIATE already
+    serialises writers), so concurrent changes decide on fresh flags, one after another."""
+    user = db.exec(
+        select(User)
+        .where(User.id == user_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    return user
+
+
+def validate_new_user(username: str, password: str, display_name: str | None) -> None:
+    if not USERNAME_RE.match(username):
+        raise Refused(422, "Usernames are 1–64 letters, digits, dots, underscores or hyphens.")
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise Refused(
+            422, f"Passwords are {MIN_PASSWORD_LENGTH}–{MAX_PASSWORD_LENGTH} characters long."
+        )
+    if display_name is not None and len(display_name) > MAX_DISPLAY_NAME:
+        raise Refused(422, f"Display names are at most {MAX_DISPLAY_NAME} characters.")
+
+
+def create_user(
+    db: Session, username: str, password: str, display_name: str | None = None, *, actor: str
+) -> User:
+    """Validate, hash and store a new user (commits). A taken username is a 409."""
+    validate_new_user(username, password, display_name)
+    if user_by_username(db, username) is not None:
+        raise Refused(409, f"Username already taken: {username}")
+    user = User(
+        username=username,
+        username_key=normalize_username(username),
+        display_name=display_name or username,
+        password_hash=hash_password(password),
+    )
+    db.add(user)
+    try:
+        db.flush()
+        events.record(db, user.id, "user_created", actor=actor)  # type: ignore[arg-type]
+        db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise Refused(409, f"Username already taken: {username}") from exc
+    return user

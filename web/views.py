@@ -1,0 +1,197 @@
+"""What the templates see: plain data built from the tables, in one place per page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlmodel import Session
+from user_agents import parse as parse_user_agent
+
+from models import AuthSession, Passkey, SecurityEvent, User, utcnow
+from models.passkey import passkeys_of
+from models.recovery import recovery_codes_remaining
+from web import events, sessions, twofactor
+from web.settings import Settings
+
+# Passkey providers by AAGUID (a few well-known ones; others fall back to browser and OS).
+PROVIDERS = {
+    "fbfc3007-154e-4ecc-8c0b-6e020557d7bd": "iCloud Keychain",
+    "dd4ec289-e01d-41c9-bb89-70fa845d4bf2": "iCloud Keychain",
+    "ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4": "Google Password Manager",
+    "adce0002-35bc-c60a-648b-0b25f1f05503": "Chrome on Mac",
+    "08987058-cadc-4b81-b6e1-30de50dcbe96": "Windows Hello",
+    "9ddd1817-af5a-4672-a2b9-3e3dd95000a9": "Windows Hello",
+    "6028b017-b1d4-4c02-b4b3-afcdafc96bb2": "Windows Hello",
+    "bada5566-a7aa-401f-bd96-45619a55120d": "1Password",
+    "d548826e-79b4-db40-a3d8-11116f7e8349": "Bitwarden",
+    "531126d6-e717-415c-9320-3d9aa6981239": "Dashlane",
+    "b84e4048-15dc-4dd0-8640-f4f60813c8af": "NordPass",
+    "0ea242b4-43c4-4a1b-8b17-dd6d0b6baec6": "Keeper",
+    "f8a011f3-8c0a-4d15-8006-17111f9edc7d": "Security key",
+    "cb69481e-8ff7-4039-93ec-0a2729a154a8": "YubiKey",
+    "ee882879-721c-4913-9775-3dfcce97072a": "YubiKey",
+}
+
+
+@lru_cache(maxsize=512)
+def browser_and_os(user_agent: str) -> str:
+    """ "Chrome on Linux" from a User-Agent string; "Unknown browser" when it says nothing."""
+    if not user_agent:
+        return "Unknown browser"
+    ua = parse_user_agent(user_agent)
+    browser = ua.browser.family if ua.browser.family != "Other" else "Unknown browser"
+    system = ua.os.family if ua.os.family != "Other" else ""
+    return f"{browser} on {system}" if system else browser
+
+
+def default_passkey_name(user_agent: str, taken: list[str] | None = None) -> str:
+    base = browser_and_os(user_agent)
+    if base == "Unknown browser":
+        base = "Passkey"
+    taken = taken or []
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base} ({n})" in taken:
+        n += 1
+    return f"{base} ({n})"
+
+
+def provider_name(aaguid: str) -> str | None:
+    return PROVIDERS.get(aaguid)
+
+
+def when(moment: datetime | None) -> str:
+    """A date for people: "29 Nov 2026, 14:05 UTC"."""
+    if moment is None:
+        return "Never"
+    return moment.strftime("%-d %b %Y, %H:%M UTC")
+
+
+SIGN_IN_METHODS = {
+    ("pwd",): "Password",
+    ("hwk",): "Passkey",
+    ("swk",): "Passkey",
+    ("pwd", "hwk"): "Password and passkey",
+    ("pwd", "swk"): "Password and passkey",
+    ("pwd", "otp"): "Password and recovery code",
+}
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: int
+    browser: str
+    ip: str
+    method: str
+    last_seen: str
+    signed_in: str
+    current: bool
+
+
+def session_view(session: AuthSession, current_id: int | None) -> SessionView:
+    return SessionView(
+        id=session.id,  # type: ignore[arg-type]
+        browser=browser_and_os(session.user_agent),
+        ip=session.ip or "unknown",
+        method=SIGN_IN_METHODS.get(tuple(session.amr), "Password"),
+        last_seen=when(session.last_seen_at),
+        signed_in=when(session.auth_time),
+        current=session.id == current_id,
+    )
+
+
+@dataclass(frozen=True)
+class EventView:
+    what: str
+    when: str
+    ip: str
+    warning: bool
+
+
+def event_view(event: SecurityEvent) -> EventView:
+    return EventView(
+        what=events.describe(event),
+        when=when(event.created_at),
+        ip=event.ip,
+        warning=events.is_warning(event),
+    )
+
+
+@dataclass(frozen=True)
+class PasskeyView:
+    id: int
+    name: str
+    synced: bool
+    created: str
+    last_used: str
+
+
+def passkey_view(passkey: Passkey) -> PasskeyView:
+    return PasskeyView(
+        id=passkey.id,  # type: ignore[arg-type]
+        name=passkey.name,
+        synced=passkey.backup_eligible,
+        created=when(passkey.created_at),
+        last_used=when(passkey.last_used_at),
+    )
+
+
+def two_factor_view(user: User, passkey_count: int, recovery_remaining: int) -> dict[str, Any]:
+    """The two-factor card's facts, all decided by web.twofactor."""
+    return {
+        "effective": twofactor.effective(user),
+        "required": user.requires_2fa,
+        "user_enabled": user.user_2fa_enabled,
+        "status": twofactor.status_words(user),
+        "can_enable": twofactor.can_enable(user).allowed,
+        "can_disable": twofactor.shows_disable_button(user),
+        "has_passkeys": passkey_count > 0,
+        "shows_recovery": twofactor.shows_recovery_codes(user),
+        "recovery_remaining": recovery_remaining,
+        "recovery_low": twofactor.shows_recovery_codes(user) and recovery_remaining <= 2,
+    }
+
+
+def account_context(
+    db: Session, settings: Settings, viewer: sessions.Viewer, user_agent: str, **state: Any
+) -> dict[str, Any]:
+    """Everything the account page and each of its sections render from."""
+    user = viewer.user
+    rows = passkeys_of(db, user.id)  # type: ignore[arg-type]
+    effective = twofactor.effective(user)
+    remaining = recovery_codes_remaining(db, user.id) if effective else 0  # type: ignore[arg-type]
+    live = [
+        s
+        for s in sessions.sessions_of(db, user.id)  # type: ignore[arg-type]
+        if not sessions.is_expired(s, settings)
+    ]
+    context: dict[str, Any] = {
+        "user": user,
+        "display_name": user.display_name or user.username,
+        "passkeys": [passkey_view(p) for p in rows],
+        "two_factor": two_factor_view(user, len(rows), remaining),
+        "sessions": [session_view(s, viewer.session.id) for s in live],
+        "events": [event_view(e) for e in events.recent(db, user.id)],  # type: ignore[arg-type]
+        "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),
+        # per-section state (what a swap is showing): overridden by handlers
+        "tf_mode": "view",  # view | enroll | disable | codes
+        "codes": [],
+        "codes_title": "Save your recovery codes",
+        "tf_error": "",
+        "pk_editing": None,
+        "pk_confirming": None,
+        "pk_step_up": None,
+        "pk_error": "",
+        "pk_name_value": "",
+        "rc_mode": "view",  # view | step-up | codes
+        "rc_error": "",
+        "notice": "",
+        "notice_in": "",  # the section the notice belongs to
+        "now": utcnow(),
+    }
+    context.update(state)
+    return context
