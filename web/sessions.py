@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from litestar import Request, Response
+from litestar.di import NamedDependency
 from sqlmodel import Session, col, delete, select, update
 
 from models import AuthSession, User, utcnow
@@ -168,7 +169,7 @@ def login_url(request: Request) -> str:
     return "/login"
 
 
-def provide_viewer(request: Request, db: Session) -> Viewer:
+def provide_viewer(request: Request, db: NamedDependency[Session]) -> Viewer:
     """A full session that meets the rules of §4; otherwise off to sign-in or /login/2fa."""
     viewer = load(request, db)
     if viewer is None:
@@ -184,7 +185,7 @@ def provide_viewer(request: Request, db: Session) -> Viewer:
     return viewer
 
 
-def provide_pending(request: Request, db: Session) -> Viewer:
+def provide_pending(request: Request, db: NamedDependency[Session]) -> Viewer:
     """A session waiting for its second factor (partial, or full but no longer enough)."""
     viewer = load(request, db)
     if viewer is None:

@@ -6,8 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import FromPath, RawBody, URLEncodedBody
 from litestar.response import Redirect, Template
 from sqlmodel import Session
 
@@ -15,10 +14,9 @@ from models import utcnow
 from models.passkey import passkeys_of
 from web import account, ceremony, passkeys, sessions, twofactor
 from web.errors import Refused
-from web.routes.common import client, field, rate_limit, render, settings_of
+from web.routes.common import DB, Current, client, field, rate_limit, render, settings_of
 from web.views import account_context
 
-Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 JSON = {"body": "json"}
 CHANGED = "account-changed"  # sections listen for it and refresh themselves
 
@@ -76,7 +74,7 @@ class AccountController(Controller):
     dependencies = {"viewer": Provide(sessions.provide_viewer, sync_to_thread=True)}
 
     @get("/", sync_to_thread=True)
-    def page(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+    def page(self, request: Request, db: DB, viewer: Current) -> Template:
         context = account_context(
             db, settings_of(request), viewer, request.headers.get("user-agent", "")
         )
@@ -84,7 +82,7 @@ class AccountController(Controller):
 
     @get("/{name:str}", sync_to_thread=True)
     def show_section(
-        self, request: Request, db: Session, viewer: sessions.Viewer, name: str
+        self, request: Request, db: DB, viewer: Current, name: FromPath[str]
     ) -> Template:
         if name not in SECTIONS:
             raise Refused(404, "Not found.")
@@ -93,16 +91,14 @@ class AccountController(Controller):
     # ---- Two-factor authentication: enable -------------------------------------------
 
     @get("/two-factor/enable", sync_to_thread=True)
-    def enable_step(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+    def enable_step(self, request: Request, db: DB, viewer: Current) -> Template:
         decision = twofactor.can_enable(viewer.user)
         if not decision.allowed:
             raise Refused(decision.status, decision.message)
         return section(request, db, viewer, "two-factor", tf_mode="enroll")
 
     @post("/two-factor/enable/start", sync_to_thread=True, opt=JSON)
-    def enable_start(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Response:
+    def enable_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
         fields = ceremony.read_json(body)
         decision = twofactor.can_enable(viewer.user)
@@ -134,9 +130,7 @@ class AccountController(Controller):
         return ceremony_options(options)
 
     @post("/two-factor/enable/finish", sync_to_thread=True, opt=JSON)
-    def enable_finish(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Template:
+    def enable_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, _ = ceremony.read_credential(body)
         enabled = account.enable_2fa(db, settings_of(request), client(request), viewer, credential)
         return section(
@@ -152,18 +146,18 @@ class AccountController(Controller):
 
     # ---- Two-factor authentication: disable ------------------------------------------
 
-    def _check_disable(self, viewer: sessions.Viewer) -> None:
+    def _check_disable(self, viewer: Current) -> None:
         decision = twofactor.can_disable(viewer.user)
         if not decision.allowed:
             raise Refused(decision.status, decision.message)
 
     @get("/two-factor/disable", sync_to_thread=True)
-    def disable_step(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+    def disable_step(self, request: Request, db: DB, viewer: Current) -> Template:
         self._check_disable(viewer)
         return section(request, db, viewer, "two-factor", tf_mode="disable")
 
     @post("/two-factor/disable/start", sync_to_thread=True, opt=JSON)
-    def disable_start(self, request: Request, db: Session, viewer: sessions.Viewer) -> Response:
+    def disable_start(self, request: Request, db: DB, viewer: Current) -> Response:
         self._check_disable(viewer)
         rate_limit(request, "ceremony")
         options = passkeys.start_authentication(
@@ -179,9 +173,7 @@ class AccountController(Controller):
         return ceremony_options(options)
 
     @post("/two-factor/disable/finish", sync_to_thread=True, opt=JSON)
-    def disable_finish(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Template:
+    def disable_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         self._check_disable(viewer)  # 403 whatever the client sends, before reading it
         credential, _ = ceremony.read_credential(body)
         token = account.disable_2fa(db, settings_of(request), client(request), viewer, credential)
@@ -198,9 +190,7 @@ class AccountController(Controller):
     # ---- Passkeys --------------------------------------------------------------------
 
     @post("/passkeys/start", sync_to_thread=True, opt=JSON)
-    def add_start(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Response:
+    def add_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
         name = account.clean_name(ceremony.read_json(body).get("name"))
         options = passkeys.start_registration(
@@ -217,9 +207,7 @@ class AccountController(Controller):
         return ceremony_options(options)
 
     @post("/passkeys/finish", sync_to_thread=True, opt=JSON)
-    def add_finish(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Template:
+    def add_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, fields = ceremony.read_credential(body)
         name = account.clean_name(fields.get("name"))
         passkey = account.add_passkey(
@@ -236,7 +224,7 @@ class AccountController(Controller):
 
     @get("/passkeys/{passkey_id:int}/rename", sync_to_thread=True)
     def rename_form(
-        self, request: Request, db: Session, viewer: sessions.Viewer, passkey_id: int
+        self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
         passkey = account.owned_passkey(db, viewer.user.id, passkey_id)  # type: ignore[arg-type]
         return section(
@@ -247,10 +235,10 @@ class AccountController(Controller):
     def rename(
         self,
         request: Request,
-        db: Session,
-        viewer: sessions.Viewer,
-        passkey_id: int,
-        data: dict[str, Any] = Form,
+        db: DB,
+        viewer: Current,
+        passkey_id: FromPath[int],
+        data: URLEncodedBody[dict[str, Any]],
     ) -> Template:
         raw = field(data, "name")
         try:
@@ -279,7 +267,7 @@ class AccountController(Controller):
 
     @get("/passkeys/{passkey_id:int}/remove", sync_to_thread=True)
     def remove_confirm(
-        self, request: Request, db: Session, viewer: sessions.Viewer, passkey_id: int
+        self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
         account.check_removal(db, viewer, passkey_id)
         db.rollback()
@@ -287,7 +275,7 @@ class AccountController(Controller):
 
     @post("/passkeys/{passkey_id:int}/remove", sync_to_thread=True)
     def remove(
-        self, request: Request, db: Session, viewer: sessions.Viewer, passkey_id: int
+        self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
         if twofactor.needs_step_up(viewer.session, utcnow()):
             account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
@@ -298,7 +286,7 @@ class AccountController(Controller):
 
     @post("/passkeys/{passkey_id:int}/remove/start", sync_to_thread=True, opt=JSON)
     def remove_start(
-        self, request: Request, db: Session, viewer: sessions.Viewer, passkey_id: int
+        self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Response:
         rate_limit(request, "ceremony")
         account.check_removal(db, viewer, passkey_id)
@@ -316,9 +304,7 @@ class AccountController(Controller):
         return ceremony_options(options)
 
     @post("/passkeys/remove/finish", sync_to_thread=True, opt=JSON)
-    def remove_finish(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Template:
+    def remove_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, _ = ceremony.read_credential(body)
         token, facts = account.step_up_then(
             db, settings_of(request), client(request), viewer, credential, "remove-passkey"
@@ -337,7 +323,7 @@ class AccountController(Controller):
     # ---- Recovery codes --------------------------------------------------------------
 
     @post("/recovery-codes/regenerate", sync_to_thread=True)
-    def regenerate(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+    def regenerate(self, request: Request, db: DB, viewer: Current) -> Template:
         if not twofactor.shows_recovery_codes(viewer.user):
             raise Refused(
                 409, "Recovery codes are only used while two-factor authentication is on."
@@ -350,7 +336,7 @@ class AccountController(Controller):
         )
 
     @post("/recovery-codes/start", sync_to_thread=True, opt=JSON)
-    def regenerate_start(self, request: Request, db: Session, viewer: sessions.Viewer) -> Response:
+    def regenerate_start(self, request: Request, db: DB, viewer: Current) -> Response:
         if not twofactor.shows_recovery_codes(viewer.user):
             raise Refused(
                 409, "Recovery codes are only used while two-factor authentication is on."
@@ -370,7 +356,7 @@ class AccountController(Controller):
 
     @post("/recovery-codes/finish", sync_to_thread=True, opt=JSON)
     def regenerate_finish(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
+        self, request: Request, db: DB, viewer: Current, body: RawBody
     ) -> Template:
         credential, _ = ceremony.read_credential(body)
         token, _ = account.step_up_then(
@@ -392,13 +378,13 @@ class AccountController(Controller):
 
     @post("/sessions/{session_id:int}/revoke", sync_to_thread=True)
     def revoke(
-        self, request: Request, db: Session, viewer: sessions.Viewer, session_id: int
+        self, request: Request, db: DB, viewer: Current, session_id: FromPath[int]
     ) -> Template:
         account.revoke_session(db, viewer, session_id)
         return section(request, db, viewer, "sessions", notice="That session was signed out.")
 
     @post("/sessions/revoke-others", sync_to_thread=True)
-    def revoke_others(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+    def revoke_others(self, request: Request, db: DB, viewer: Current) -> Template:
         ended = account.revoke_other_sessions(db, client(request), viewer)
         notice = f"Signed out of {ended} other session{'s' if ended != 1 else ''}."
         return section(request, db, viewer, "sessions", notice=notice, trigger=CHANGED)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response
+from litestar.di import NamedDependency
 from litestar.response import Template
+from sqlmodel import Session
 
 from web import ratelimit, sessions
 from web.client import ClientInfo, client_info
@@ -14,6 +16,10 @@ from web.settings import Settings
 from web.tokens import digest
 
 CEREMONY_COOKIE = "barycenter_ceremony"
+DB = NamedDependency[Session]
+"""The request's database session (web.db.provide_db)."""
+Current = NamedDependency[sessions.Viewer]
+"""The signed-in person (web.sessions.provide_viewer / provide_pending)."""
 NO_STORE = {"Cache-Control": "no-store", "Vary": "HX-Request"}
 
 

@@ -6,16 +6,16 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import FromQuery, RawBody, URLEncodedBody
 from litestar.response import Template
-from sqlmodel import Session
 
 from models.passkey import passkey_count, passkeys_of
 from web import account, ceremony, passkeys, sessions, signin, twofactor
 from web.errors import Refused
 from web.routes.common import (
     CEREMONY_COOKIE,
+    DB,
+    Current,
     client,
     field,
     login_binding,
@@ -28,12 +28,16 @@ from web.routes.common import (
 from web.tokens import digest, new_token
 from web.views import default_passkey_name
 
-Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 JSON = {"body": "json"}
 
 
 def login_page(
-    request: Request, *, error: str = "", username: str = "", return_to: str = "", status: int = 200
+    request: Request,
+    *,
+    error: str = "",
+    username: str = "",
+    return_to: FromQuery[str] = "",
+    status: int = 200,
 ) -> Template:
     context = {"error": error, "username": username, "return_to": return_to}
     return render(request, page="pages/login.html", partial=None, context=context, status=status)
@@ -43,7 +47,7 @@ class LoginController(Controller):
     path = "/login"
 
     @get("/", sync_to_thread=True)
-    def show(self, request: Request, db: Session, return_to: str = "") -> Template | Response:
+    def show(self, request: Request, db: DB, return_to: FromQuery[str] = "") -> Template | Response:
         viewer = sessions.load(request, db)
         if viewer is not None and viewer.session.state == "full":
             return redirect(request, safe_return_to(return_to))
@@ -51,7 +55,7 @@ class LoginController(Controller):
 
     @post("/", sync_to_thread=True)
     def submit(
-        self, request: Request, db: Session, data: dict[str, Any] = Form
+        self, request: Request, db: DB, data: URLEncodedBody[dict[str, Any]]
     ) -> Template | Response:
         username, password = field(data, "username"), field(data, "password")
         return_to = safe_return_to(field(data, "return_to"))
@@ -72,7 +76,7 @@ class LoginController(Controller):
         return redirect(request, target, token=outcome.token)
 
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
-    def passkey_start(self, request: Request, db: Session) -> Response:
+    def passkey_start(self, request: Request, db: DB) -> Response:
         rate_limit(request, "ceremony")
         nonce = request.cookies.get(CEREMONY_COOKIE) or new_token()
         options = passkeys.start_authentication(
@@ -97,7 +101,7 @@ class LoginController(Controller):
         return response
 
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
-    def passkey_finish(self, request: Request, db: Session, body: bytes) -> Response:
+    def passkey_finish(self, request: Request, db: DB, body: RawBody) -> Response:
         credential, fields = ceremony.read_credential(body)
         token = signin.passkey_sign_in(
             db, settings_of(request), client(request), credential, login_binding(request)
@@ -116,8 +120,8 @@ class SecondFactorController(Controller):
     def _page(
         self,
         request: Request,
-        db: Session,
-        viewer: sessions.Viewer,
+        db: DB,
+        viewer: Current,
         *,
         error: str = "",
         status: int = 200,
@@ -133,12 +137,12 @@ class SecondFactorController(Controller):
         )
 
     @get("/", sync_to_thread=True)
-    def show(self, request: Request, db: Session, viewer: sessions.Viewer) -> Template:
+    def show(self, request: Request, db: DB, viewer: Current) -> Template:
         return self._page(request, db, viewer)
 
     @post("/recovery", sync_to_thread=True)
     def recovery_code(
-        self, request: Request, db: Session, viewer: sessions.Viewer, data: dict[str, Any] = Form
+        self, request: Request, db: DB, viewer: Current, data: URLEncodedBody[dict[str, Any]]
     ) -> Template | Response:
         code = field(data, "code")
         try:
@@ -155,7 +159,7 @@ class SecondFactorController(Controller):
         return redirect(request, "/account", token=token)
 
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
-    def passkey_start(self, request: Request, db: Session, viewer: sessions.Viewer) -> Response:
+    def passkey_start(self, request: Request, db: DB, viewer: Current) -> Response:
         rate_limit(request, "ceremony")
         allow = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
         if not allow:
@@ -173,9 +177,7 @@ class SecondFactorController(Controller):
         return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
 
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
-    def passkey_finish(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Response:
+    def passkey_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         credential, _ = ceremony.read_credential(body)
         token = signin.second_factor_passkey(
             db, settings_of(request), client(request), viewer, credential
@@ -183,9 +185,7 @@ class SecondFactorController(Controller):
         return redirect(request, "/account", token=token)
 
     @post("/enroll/start", sync_to_thread=True, opt=JSON)
-    def enroll_start(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Response:
+    def enroll_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
         name = account.clean_name(ceremony.read_json(body).get("name"))
         if not twofactor.needs_enrollment_at_login(
@@ -207,9 +207,7 @@ class SecondFactorController(Controller):
         return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
 
     @post("/enroll/finish", sync_to_thread=True, opt=JSON)
-    def enroll_finish(
-        self, request: Request, db: Session, viewer: sessions.Viewer, body: bytes
-    ) -> Template:
+    def enroll_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, fields = ceremony.read_credential(body)
         name = account.clean_name(fields.get("name"))
         token, codes = signin.enroll_at_login(
@@ -226,7 +224,7 @@ class SecondFactorController(Controller):
 
 
 @post("/logout", sync_to_thread=True)
-def logout(request: Request, db: Session) -> Response:
+def logout(request: Request, db: DB) -> Response:
     viewer = sessions.load(request, db)
     if viewer is not None:
         sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
