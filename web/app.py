@@ -63,9 +63,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         create_static_files_router(path="/static", directories=[ROOT / "static"], name="static"),
     ]
     if settings.dev:
-        from web.routes.design import design_gallery
+        from web.routes.design import design_gallery, design_sample
 
-        route_handlers.append(design_gallery)
+        route_handlers += [design_gallery, design_sample]
 
     def dispose() -> None:
         database.dispose()

@@ -1,1 +1,36 @@
-"""Placeholder replaced below."""
+"""The designer gallery (BARYCENTER_DEV=1 only): every template in every sample state."""
+
+from __future__ import annotations
+
+from litestar import Request, get
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Template
+from markupsafe import Markup
+
+from web.design import SAMPLES, render_sample
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@get("/_design", sync_to_thread=False)
+def design_gallery(request: Request) -> Template:
+    environment = request.app.template_engine.engine  # type: ignore[union-attr]
+    partials = [
+        (name, template, Markup(render_sample(environment, name)))  # noqa: S704 (our templates)
+        for name, (template, _) in SAMPLES.items()
+        if template.startswith("partials/")
+    ]
+    pages = [(name, t) for name, (t, _) in SAMPLES.items() if t.startswith("pages/")]
+    return Template(
+        "pages/design.html", context={"pages": pages, "partials": partials}, headers=NO_STORE
+    )
+
+
+@get("/_design/{name:str}", sync_to_thread=False)
+def design_sample(name: FromPath[str]) -> Template:
+    """One page sample with its layout (partials are shown inline in the gallery)."""
+    if name not in SAMPLES or not SAMPLES[name][0].startswith("pages/"):
+        raise NotFoundException("No such page sample.")
+    template, context = SAMPLES[name]
+    return Template(template, context=context, headers=NO_STORE)

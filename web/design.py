@@ -1,0 +1,137 @@
+"""Sample data for every template state: the /_design gallery (BARYCENTER_DEV=1) and the
+StrictUndefined test render from here, without a database or a ceremony.
+
+Add a state here when you add one to a template; the test fails for a variable a sample
+does not provide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from web.views import EventView, PasskeyView, SessionView, two_factor_view
+
+
+@dataclass
+class SampleUser:
+    username: str = "ada"
+    display_name: str = "Ada Lovelace"
+    requires_2fa: bool = False
+    user_2fa_enabled: bool = False
+
+
+CODES = [
+    "K7QM-P2XD-9RTB", "H3VN-8WQA-M4ZK", "T9RC-6YPE-2XHD", "B5KW-N7GM-3QSA", "Z8XF-4TJR-6PVN",
+    "M2HQ-9BKD-7WCE", "R6NP-3ZAT-8YGM", "E4WJ-5XRV-2KHB", "Q7TD-6MCP-9NZF", "G3YS-8HKW-4RXA",
+]  # fmt: skip
+PASSKEYS = [
+    PasskeyView(1, "iCloud Keychain", True, "2 Mar 2026, 09:14 UTC", "29 Nov 2026, 08:02 UTC"),
+    PasskeyView(2, "YubiKey 5C", False, "14 Jun 2026, 17:40 UTC", "Never"),
+]
+LONG_NAME = "A passkey with a very long name that keeps going to test wrapping in the row"
+SESSIONS = [
+    SessionView(1, "Chrome on Mac OS X", "203.0.113.7", "Password and passkey",
+                "29 Nov 2026, 08:02 UTC", "29 Nov 2026, 07:50 UTC", True),
+    SessionView(2, "Firefox on Windows", "198.51.100.23", "Passkey",
+                "28 Nov 2026, 19:12 UTC", "28 Nov 2026, 18:00 UTC", False),
+]  # fmt: skip
+EVENTS = [
+    EventView("Two-factor authentication turned on", "29 Nov 2026, 08:03 UTC", "203.0.113.7", False),
+    EventView("Passkey “YubiKey 5C” added", "29 Nov 2026, 08:01 UTC", "203.0.113.7", False),
+    EventView("Failed sign-in attempt", "28 Nov 2026, 22:40 UTC", "192.0.2.99", True),
+    EventView("Signed in with password", "28 Nov 2026, 18:00 UTC", "198.51.100.23", False),
+]  # fmt: skip
+
+
+def account(
+    *, required: bool = False, enabled: bool = False, passkeys: list[PasskeyView] | None = None,
+    remaining: int = 10, **state: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """An account page context in a given state (same keys as web.views.account_context)."""
+    user = SampleUser(requires_2fa=required, user_2fa_enabled=enabled)
+    keys = PASSKEYS if passkeys is None else passkeys
+    context: dict[str, Any] = {
+        "user": user,
+        "display_name": user.display_name,
+        "passkeys": keys,
+        "two_factor": two_factor_view(user, len(keys), remaining),  # type: ignore[arg-type]
+        "sessions": SESSIONS,
+        "events": EVENTS,
+        "default_passkey_name": "Chrome on Mac OS X",
+        "tf_mode": "view",
+        "codes": [],
+        "codes_title": "Save your recovery codes",
+        "tf_error": "",
+        "pk_editing": None,
+        "pk_confirming": None,
+        "pk_step_up": None,
+        "pk_error": "",
+        "pk_name_value": "",
+        "rc_mode": "view",
+        "rc_error": "",
+        "notice": "",
+        "notice_in": "",
+    }
+    context.update(state)
+    return context
+
+
+def login(**state: Any) -> dict[str, Any]:
+    return {"error": "", "username": "", "return_to": "", **state}
+
+
+def second_factor(**state: Any) -> dict[str, Any]:
+    return {"enroll": False, "default_passkey_name": "Chrome on Mac OS X", "error": "", **state}
+
+
+TWO_FACTOR = "partials/account/two_factor.html"
+PASSKEYS_PARTIAL = "partials/account/passkeys.html"
+RECOVERY = "partials/account/recovery_codes.html"
+
+# name → (template, context). Pages render with the layout; partials as htmx swaps them.
+SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
+    "login": ("pages/login.html", login()),
+    "login-error": ("pages/login.html", login(error="Incorrect username or password.", username="ada")),
+    "login-2fa": ("pages/login_2fa.html", second_factor()),
+    "login-2fa-wrong-code": ("pages/login_2fa.html", second_factor(error="That recovery code is not valid or was already used.")),
+    "login-2fa-enroll": ("pages/login_2fa.html", second_factor(enroll=True)),
+    "enrolled": ("pages/enrolled.html", {"codes": CODES, "codes_title": "Save your recovery codes"}),
+    "error": ("pages/error.html", {"status": 404, "message": "That passkey was not found."}),
+    "account-2fa-off": ("pages/account.html", account()),
+    "account-2fa-on": ("pages/account.html", account(enabled=True)),
+    "account-2fa-required": ("pages/account.html", account(required=True)),
+    "account-2fa-both": ("pages/account.html", account(required=True, enabled=True)),
+    "account-no-passkeys": ("pages/account.html", account(passkeys=[])),
+    "two-factor-enroll-new": (TWO_FACTOR, account(passkeys=[], tf_mode="enroll")),
+    "two-factor-enroll-existing": (TWO_FACTOR, account(tf_mode="enroll")),
+    "two-factor-codes": (TWO_FACTOR, account(enabled=True, tf_mode="codes", codes=CODES)),
+    "two-factor-disable": (TWO_FACTOR, account(enabled=True, tf_mode="disable")),
+    "two-factor-error": (TWO_FACTOR, account(tf_error="The passkey could not be verified. Please try again.")),
+    "passkeys-empty": (PASSKEYS_PARTIAL, account(passkeys=[])),
+    "passkeys-long": (PASSKEYS_PARTIAL, account(passkeys=[*PASSKEYS, *[PasskeyView(10 + i, f"{LONG_NAME} {i}", i % 2 == 0, "1 Jan 2026, 00:00 UTC", "Never") for i in range(6)]])),
+    "passkeys-added": (PASSKEYS_PARTIAL, account(notice="Passkey “YubiKey 5C” added.", notice_in="passkeys")),
+    "passkeys-rename": (PASSKEYS_PARTIAL, account(pk_editing=1, pk_name_value="iCloud Keychain")),
+    "passkeys-rename-error": (PASSKEYS_PARTIAL, account(pk_editing=1, pk_name_value="", pk_error="Give the passkey a name.")),
+    "passkeys-remove-confirm": (PASSKEYS_PARTIAL, account(pk_confirming=2)),
+    "passkeys-remove-step-up": (PASSKEYS_PARTIAL, account(pk_step_up=2)),
+    "recovery-codes": (RECOVERY, account(enabled=True)),
+    "recovery-codes-low": (RECOVERY, account(enabled=True, remaining=2)),
+    "recovery-codes-step-up": (RECOVERY, account(enabled=True, rc_mode="step-up")),
+    "recovery-codes-new": (RECOVERY, account(enabled=True, rc_mode="codes", codes=CODES)),
+    "sessions": ("partials/account/sessions.html", account()),
+    "sessions-one": ("partials/account/sessions.html", account(sessions=SESSIONS[:1])),
+    "activity": ("partials/account/activity.html", account()),
+    "activity-empty": ("partials/account/activity.html", account(events=[])),
+}  # fmt: skip
+
+
+def render_sample(environment: Any, name: str) -> str:
+    """Render one sample outside a request (gallery partials, the StrictUndefined test)."""
+    template, context = SAMPLES[name]
+    request_bound = {
+        "csrf_token": lambda: "design-sample-token",
+        "csrf_input": '<input type="hidden" name="_csrf_token" value="design-sample-token">',
+        "url_for": lambda _name, file_path: f"/static/{file_path}",
+    }
+    return environment.get_template(template).render(**request_bound, **context)
