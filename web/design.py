@@ -72,6 +72,7 @@ def account(
         "rc_error": "",
         "notice": "",
         "notice_in": "",
+        "signal": None,
     }
     context.update(state)
     return context
@@ -115,6 +116,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "passkeys-rename-error": (PASSKEYS_PARTIAL, account(pk_editing=1, pk_name_value="", pk_error="Give the passkey a name.")),
     "passkeys-remove-confirm": (PASSKEYS_PARTIAL, account(pk_confirming=2)),
     "passkeys-remove-step-up": (PASSKEYS_PARTIAL, account(pk_step_up=2)),
+    "passkeys-removed": (PASSKEYS_PARTIAL, account(passkeys=PASSKEYS[:1], notice="Passkey removed.", notice_in="passkeys", signal={"rp_id": "localhost", "user_id": "dXNlcg", "credential_ids": "Y3JlZA"})),
     "recovery-codes": (RECOVERY, account(enabled=True)),
     "recovery-codes-low": (RECOVERY, account(enabled=True, remaining=2)),
     "recovery-codes-step-up": (RECOVERY, account(enabled=True, rc_mode="step-up")),

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlmodel import Session
 from user_agents import parse as parse_user_agent
+from webauthn.helpers import bytes_to_base64url
 
 from models import AuthSession, Passkey, SecurityEvent, User, utcnow
 from models.passkey import passkeys_of
@@ -140,6 +141,15 @@ def passkey_view(passkey: Passkey) -> PasskeyView:
     )
 
 
+def accepted_credentials(settings: Settings, user: User, passkeys: list[Passkey]) -> dict:
+    """For the WebAuthn Signal API: the credentials this RP still accepts for the user."""
+    return {
+        "rp_id": settings.rp_id,
+        "user_id": bytes_to_base64url(user.webauthn_handle),
+        "credential_ids": " ".join(bytes_to_base64url(p.credential_id) for p in passkeys),
+    }
+
+
 def two_factor_view(user: User, passkey_count: int, recovery_remaining: int) -> dict[str, Any]:
     """The two-factor card's facts, all decided by web.twofactor."""
     return {
@@ -191,6 +201,7 @@ def account_context(
         "rc_error": "",
         "notice": "",
         "notice_in": "",  # the section the notice belongs to
+        "signal": None,  # after a removal: the passkeys a password manager should keep
         "now": utcnow(),
     }
     context.update(state)

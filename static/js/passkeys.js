@@ -178,7 +178,9 @@
         window.htmx.trigger(document.body, name.trim());
       });
     }
-    focusNew(document.querySelector(button.dataset.target || "main"));
+    const swapped = document.querySelector(button.dataset.target || "main");
+    focusNew(swapped);
+    signalAccepted(swapped);
   }
 
   // ---- the ceremony -------------------------------------------------------------------
@@ -257,7 +259,23 @@
     announce(notice ? notice.textContent : "");
   }
 
+  // ---- WebAuthn Signal API: after a removal, tell the password manager what remains ----
+  function signalAccepted(root) {
+    const marker = root && root.querySelector("[data-signal-accepted]");
+    if (!marker || !window.PublicKeyCredential) return;
+    if (typeof PublicKeyCredential.signalAllAcceptedCredentials !== "function") return;
+    const ids = (marker.dataset.credentialIds || "").split(" ").filter(Boolean);
+    PublicKeyCredential.signalAllAcceptedCredentials({
+      rpId: marker.dataset.rpId,
+      userId: marker.dataset.userId,
+      allAcceptedCredentialIds: ids,
+    }).catch(function () {
+      /* best effort: the passkey is already removed on our side */
+    });
+  }
+
   document.addEventListener("htmx:afterSettle", function (event) {
+    signalAccepted(document.getElementById("passkeys"));
     const flash = document.querySelector("[data-flash]");
     if (flash) flash.textContent = "";
     const target = event.detail.target;

@@ -15,7 +15,7 @@ from models.passkey import passkeys_of
 from web import account, ceremony, passkeys, sessions, twofactor
 from web.errors import Refused
 from web.routes.common import DB, Current, client, field, rate_limit, render, settings_of
-from web.views import account_context
+from web.views import accepted_credentials, account_context
 
 JSON = {"body": "json"}
 CHANGED = "account-changed"  # sections listen for it and refresh themselves
@@ -57,6 +57,24 @@ def section(
         status=status,
         trigger=trigger,
         token=token,
+    )
+
+
+def removed(
+    request: Request, db: Session, viewer: sessions.Viewer, token: str | None = None
+) -> Template:
+    """The passkeys section after a removal, with what the Signal API needs."""
+    remaining = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+    signal = accepted_credentials(settings_of(request), viewer.user, remaining)
+    return section(
+        request,
+        db,
+        viewer,
+        "passkeys",
+        notice="Passkey removed.",
+        trigger=CHANGED,
+        token=token,
+        signal=signal,
     )
 
 
@@ -282,7 +300,7 @@ class AccountController(Controller):
             db.rollback()
             return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
         account.remove_passkey(db, client(request), viewer, passkey_id)
-        return section(request, db, viewer, "passkeys", notice="Passkey removed.", trigger=CHANGED)
+        return removed(request, db, viewer)
 
     @post("/passkeys/{passkey_id:int}/remove/start", sync_to_thread=True, opt=JSON)
     def remove_start(
@@ -310,15 +328,7 @@ class AccountController(Controller):
             db, settings_of(request), client(request), viewer, credential, "remove-passkey"
         )
         account.remove_passkey(db, client(request), viewer, int(facts["passkey_id"]))
-        return section(
-            request,
-            db,
-            viewer,
-            "passkeys",
-            notice="Passkey removed.",
-            trigger=CHANGED,
-            token=token,
-        )
+        return removed(request, db, viewer, token=token)
 
     # ---- Recovery codes --------------------------------------------------------------
 
