@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import strawberry
 from sqlmodel import Session
 from strawberry.types import Info
@@ -13,6 +17,8 @@ from models.user import user_by_username
 from web import events, twofactor
 from web.errors import Refused
 from web.users import create_user, lock_user
+
+T = TypeVar("T")
 
 
 @strawberry.type
@@ -46,9 +52,15 @@ class CreateUserResult:
     subject: str | None
 
 
-def _db(info: Info) -> Session:
-    """A fresh session per field, so each mutation of an aliased batch commits on its own."""
-    return info.context["database"].session()
+async def _run(info: Info, work: Callable[..., T], *args: Any) -> T:
+    """Run `work(db, *args)` in a worker thread with a fresh session: each field of an
+    aliased batch commits on its own, and the event loop never waits for a database lock."""
+
+    def in_thread() -> T:
+        with info.context["database"].session() as db:
+            return work(db, *args)
+
+    return await asyncio.to_thread(in_thread)
 
 
 def _result(user: User, message: str) -> TwoFactorResult:
@@ -76,9 +88,8 @@ def _not_found(username: str) -> TwoFactorResult:
 @strawberry.type
 class Query:
     @strawberry.field(name="user2faStatus")
-    def user2fa_status(self, info: Info, username: str) -> User2faStatus | None:
-        with _db(info) as db:
-            return _status(db, username)
+    async def user2fa_status(self, info: Info, username: str) -> User2faStatus | None:
+        return await _run(info, _status, username)
 
 
 def _status(db: Session, username: str) -> User2faStatus | None:
@@ -133,27 +144,32 @@ def _set_enabled(db: Session, username: str, enabled: bool) -> TwoFactorResult:
     return _result(user, message)
 
 
+def _create(db: Session, username: str, password: str, display_name: str | None) -> User:
+    return create_user(db, username, password, display_name, actor="admin")
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(name="setUser2faRequired")
-    def set_user2fa_required(self, info: Info, username: str, required: bool) -> TwoFactorResult:
+    async def set_user2fa_required(
+        self, info: Info, username: str, required: bool
+    ) -> TwoFactorResult:
         """Sets requires_2fa; the user's own flag is untouched. Applies at their next request."""
-        with _db(info) as db:
-            return _set_required(db, username, required)
+        return await _run(info, _set_required, username, required)
 
     @strawberry.mutation(name="setUser2faEnabled")
-    def set_user2fa_enabled(self, info: Info, username: str, enabled: bool) -> TwoFactorResult:
+    async def set_user2fa_enabled(
+        self, info: Info, username: str, enabled: bool
+    ) -> TwoFactorResult:
         """Overrides the user's preference (e.g. off for a user who lost their passkey)."""
-        with _db(info) as db:
-            return _set_enabled(db, username, enabled)
+        return await _run(info, _set_enabled, username, enabled)
 
     @strawberry.mutation(name="createUser")
-    def create_user_(
+    async def create_user_(
         self, info: Info, username: str, password: str, display_name: str | None = None
     ) -> CreateUserResult:
         try:
-            with _db(info) as db:
-                user = create_user(db, username, password, display_name, actor="admin")
+            user = await _run(info, _create, username, password, display_name)
         except Refused as refusal:
             return CreateUserResult(
                 success=False, message=str(refusal.detail), username=username, subject=None

@@ -1,0 +1,132 @@
+"""The invariants hold under races against a real server process (SQLite and PostgreSQL):
+a challenge is used at most once, and effective 2FA on ⇒ at least one passkey. Requests
+are fired at the same moment from parallel threads."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.e2e.http import HttpUser
+from tests.softauthn import SoftAuthenticator
+
+ROUNDS = 3
+
+
+def at_once(*calls: Callable[[], int]) -> list[int]:
+    """Run the calls in parallel threads released by one barrier; their status codes."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], int]) -> int:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+@pytest.fixture
+def member(server):  # type: ignore[no-untyped-def]
+    """A signed-in user with one passkey."""
+    username = server.create_user("race")
+    user = HttpUser(server.base_url)
+    user.login(username)
+    user.page("/account")
+    assert user.add_passkey("First").status_code == 200
+    yield username, user
+    user.close()
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_the_same_assertion_twice_succeeds_once(server, member, round_):
+    username, user = member
+    assert user.enable_2fa().status_code == 200
+    user.form("/logout")
+    user.login(username)
+    user.page("/login/2fa")
+    credential = user.assertion("/login/2fa/passkey/start")
+    twin = user.clone()
+    body = {"credential": credential}
+    statuses = at_once(
+        lambda: user.json("/login/2fa/passkey/finish", body).status_code,
+        lambda: twin.json("/login/2fa/passkey/finish", body).status_code,
+    )
+    assert sorted(statuses)[0] == 200, statuses
+    assert sorted(statuses)[1] in (400, 401), statuses
+    twin.close()
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_removing_the_last_two_passkeys_at_once_leaves_one(server, member, round_):
+    username, user = member
+    other_device = SoftAuthenticator(rp_id="localhost", origin=server.base_url)
+    assert user.add_passkey("Second", other_device).status_code == 200
+    assert user.enable_2fa().status_code == 200  # also a fresh step-up for removals
+    page = user.page("/account").text
+    ids = sorted({int(i) for i in re.findall(r'id="passkey-(\d+)"', page)})
+    assert len(ids) == 2
+    twin = user.clone()
+    statuses = at_once(
+        lambda: user.form(f"/account/passkeys/{ids[0]}/remove").status_code,
+        lambda: twin.form(f"/account/passkeys/{ids[1]}/remove").status_code,
+    )
+    assert sorted(statuses) == [200, 409], statuses
+    status = server.status(username)
+    assert status["effective2fa"] and status["passkeyCount"] == 1
+    twin.close()
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_enable_and_disable_at_once_stay_consistent(server, member, round_):
+    username, user = member
+    assert user.enable_2fa().status_code == 200
+    # Prepare a disable ceremony and, via the admin override, a state where enabling is
+    # allowed again; then race the user's disable against the user's enable.
+    disable = user.assertion("/account/two-factor/disable/start")
+    server.set_enabled(username, False)
+    enable = user.assertion("/account/two-factor/enable/start", {"mode": "existing"})
+    server.set_enabled(username, True)
+    twin = user.clone()
+    statuses = at_once(
+        lambda: (
+            user.json("/account/two-factor/disable/finish", {"credential": disable}).status_code
+        ),
+        lambda: twin.json("/account/two-factor/enable/finish", {"credential": enable}).status_code,
+    )
+    assert all(code < 500 for code in statuses), statuses
+    status = server.status(username)
+    # Whatever the order, the flag and the recovery codes agree.
+    assert status["user2faEnabled"] == (status["recoveryCodesRemaining"] == 10), status
+    assert status["passkeyCount"] == 1
+    twin.close()
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_admin_require_against_user_disable(server, member, round_):
+    username, user = member
+    assert user.enable_2fa().status_code == 200
+    disable = user.assertion("/account/two-factor/disable/start")
+    results: dict[str, int] = {}
+
+    def user_disable() -> int:
+        results["user"] = user.json(
+            "/account/two-factor/disable/finish", {"credential": disable}
+        ).status_code
+        return results["user"]
+
+    def admin_require() -> int:
+        server.set_required(username, True)
+        return 200
+
+    at_once(user_disable, admin_require)
+    status = server.status(username)
+    assert status["requires2fa"] and status["effective2fa"] and status["passkeyCount"] == 1
+    if results["user"] == 200:  # the user was first: their preference is off
+        assert not status["user2faEnabled"] and status["recoveryCodesRemaining"] == 0
+    else:  # the administrator was first: refused, nothing changed
+        assert results["user"] == 403
+        assert status["user2faEnabled"] and status["recoveryCodesRemaining"] == 10
