@@ -37,9 +37,10 @@ def render(
     status: int = 200,
     trigger: str | None = None,
     token: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Template:
     name = partial if partial and wants_partial(request) else page
-    headers = dict(NO_STORE)
+    headers = {**NO_STORE, **(headers or {})}
     if trigger:
         headers["HX-Trigger"] = trigger
     response = Template(name, context=context, status_code=status, headers=headers)

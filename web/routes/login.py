@@ -36,11 +36,19 @@ def login_page(
     *,
     error: str = "",
     username: str = "",
-    return_to: FromQuery[str] = "",
+    return_to: str = "",
     status: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> Template:
     context = {"error": error, "username": username, "return_to": return_to}
-    return render(request, page="pages/login.html", partial=None, context=context, status=status)
+    return render(
+        request,
+        page="pages/login.html",
+        partial=None,
+        context=context,
+        status=status,
+        headers=headers,
+    )
 
 
 class LoginController(Controller):
@@ -71,6 +79,7 @@ class LoginController(Controller):
                 username=username[:64],
                 return_to=return_to,
                 status=refusal.status_code,
+                headers=refusal.headers,
             )
         target = "/login/2fa" if outcome.partial else return_to
         return redirect(request, target, token=outcome.token)

@@ -1,0 +1,108 @@
+"""Per-IP limits (429 + Retry-After, shared through the database), trusted proxies, and the
+clean-up of expired rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import select, update
+
+from models import AuthSession, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
+from tests.unit.conftest import ORIGIN, Client, query
+from web.app import create_app
+from web.cleanup import cleanup
+from web.client import client_ip
+
+
+@pytest.fixture
+def limited(settings, database):  # type: ignore[no-untyped-def]
+    app = create_app(settings.with_(ip_limit_per_minute=3), database)
+    with Client(app=app, base_url=ORIGIN) as c:
+        yield c
+
+
+def test_sign_in_attempts_over_the_limit_get_429_with_retry_after(limited, user):
+    limited.page("/login")
+    statuses = [
+        limited.form("/login", {"username": "alice", "password": "wrong password"}).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [401, 401, 401, 429]
+    refused = limited.form("/login", {"username": "alice", "password": "wrong password"})
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 61
+    assert "Too many attempts" in refused.text
+
+
+def test_ceremony_starts_are_limited_too(limited):
+    limited.page("/login")
+    statuses = [limited.json_post("/login/passkey/start", {}).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_the_counter_lives_in_the_database(limited, settings, database, user):
+    """A second app (another process) on the same database sees the same count."""
+    limited.page("/login")
+    for _ in range(3):
+        limited.json_post("/login/passkey/start", {})
+    other = create_app(settings.with_(ip_limit_per_minute=3), database)
+    with Client(app=other, base_url=ORIGIN) as second:
+        second.page("/login")
+        assert second.json_post("/login/passkey/start", {}).status_code == 429
+    assert query(database, select(RateCounter))
+
+
+def test_zero_turns_the_per_ip_limit_off(client, user):
+    client.page("/login")
+    for _ in range(40):
+        assert client.json_post("/login/passkey/start", {}).status_code == 200
+
+
+class FakeRequest:
+    def __init__(self, peer: str, forwarded: str | None) -> None:
+        self.client = type("Peer", (), {"host": peer})()
+        self.headers = {"x-forwarded-for": forwarded} if forwarded else {}
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "expected"),
+    [
+        ("10.0.0.5", "203.0.113.9", (), "10.0.0.5"),  # not a trusted proxy: ignored
+        ("10.0.0.5", "203.0.113.9", ("10.0.0.5",), "203.0.113.9"),
+        ("10.0.0.5", "198.51.100.1, 203.0.113.9", ("10.0.0.5",), "203.0.113.9"),
+        ("10.0.0.5", "203.0.113.9, 10.0.0.6", ("10.0.0.5", "10.0.0.6"), "203.0.113.9"),
+        ("10.0.0.5", None, ("10.0.0.5",), "10.0.0.5"),
+    ],
+)
+def test_forwarded_for_is_believed_only_from_trusted_proxies(peer, forwarded, trusted, expected):
+    assert client_ip(FakeRequest(peer, forwarded), trusted) == expected  # type: ignore[arg-type]
+
+
+def test_cleanup_deletes_what_expired_and_keeps_the_rest(auth, client, database, settings):
+    auth.login()
+    auth.add_passkey("Key")
+    client.json_post("/account/passkeys/start", {"name": "Pending"})  # a live challenge
+    with database.session() as db:
+        db.exec(update(SecurityEvent).values(created_at=utcnow() - timedelta(days=400)))
+        expired = utcnow() - timedelta(seconds=1)
+        first = db.exec(select(WebAuthnChallenge)).first()
+        db.exec(
+            update(WebAuthnChallenge)
+            .where(WebAuthnChallenge.id == first.id)
+            .values(expires_at=expired)
+        )
+        db.commit()
+    live_sessions = len(query(database, select(AuthSession)))
+    challenges = len(query(database, select(WebAuthnChallenge)))
+    counts = cleanup(database, settings)
+    assert counts["challenges"] == 1
+    assert counts["events"] >= 1
+    assert counts["sessions"] == 0
+    assert len(query(database, select(AuthSession))) == live_sessions
+    assert len(query(database, select(WebAuthnChallenge))) == challenges - 1
+    with database.session() as db:
+        db.exec(update(AuthSession).values(last_seen_at=utcnow() - timedelta(hours=2)))
+        db.commit()
+    assert cleanup(database, settings)["sessions"] == live_sessions
+    assert client.get("/account", follow_redirects=False).status_code == 303
