@@ -12,12 +12,14 @@ from datetime import timedelta
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
+from sqlalchemy import Executable
 from sqlmodel import Session, col, delete, select, update
 
 from models import AuthSession, User, utcnow
 from models.session import FULL, PARTIAL
 from web import twofactor
 from web.client import ClientInfo
+from web.db import SAFE_METHODS
 from web.errors import RedirectTo
 from web.settings import Settings
 from web.tokens import digest, new_token
@@ -115,6 +117,19 @@ def is_expired(session: AuthSession, settings: Settings) -> bool:
     )
 
 
+def _write_now(request: Request, db: Session, statement: Executable) -> None:
+    """Apply one small change at once. A state-changing request already holds the write
+    transaction (SQLite: BEGIN IMMEDIATE), so it goes through the request's own session; a
+    GET uses a short write session of its own (its read session never writes)."""
+    if request.method in SAFE_METHODS:
+        with request.app.state.database.session() as writer:
+            writer.exec(statement)  # type: ignore[call-overload]
+            writer.commit()
+    else:
+        db.exec(statement)  # type: ignore[call-overload]
+        db.commit()
+
+
 def load(request: Request, db: Session) -> Viewer | None:
     """The session named by the cookie, if it exists and has not expired."""
     token = request.cookies.get(COOKIE)
@@ -128,36 +143,27 @@ def load(request: Request, db: Session) -> Viewer | None:
     if row is None:
         return None
     session, user = row
-    database = request.app.state.database
     if is_expired(session, request.app.state.settings):
-        with database.session() as writer:
-            writer.exec(delete(AuthSession).where(col(AuthSession.id) == session.id))
-            writer.commit()
+        _write_now(request, db, delete(AuthSession).where(col(AuthSession.id) == session.id))
         return None
     now = utcnow()
     if now - session.last_seen_at > TOUCH_EVERY:
-        with database.session() as writer:
-            writer.exec(
-                update(AuthSession)
-                .where(col(AuthSession.id) == session.id)
-                .values(last_seen_at=now)
-            )
-            writer.commit()
+        touch = update(AuthSession).where(col(AuthSession.id) == session.id)
+        _write_now(request, db, touch.values(last_seen_at=now))
         session.last_seen_at = now
     return Viewer(user=user, session=session)
 
 
-def _demote(request: Request, viewer: Viewer) -> None:
+def _demote(request: Request, db: Session, viewer: Viewer) -> None:
     """A full session that no longer meets the rules becomes a partial one."""
     settings = request.app.state.settings
     expires = utcnow() + timedelta(seconds=settings.partial_session_ttl)
-    with request.app.state.database.session() as writer:
-        writer.exec(
-            update(AuthSession)
-            .where(col(AuthSession.id) == viewer.session.id)
-            .values(state=PARTIAL, expires_at=expires)
-        )
-        writer.commit()
+    statement = (
+        update(AuthSession)
+        .where(col(AuthSession.id) == viewer.session.id)
+        .values(state=PARTIAL, expires_at=expires)
+    )
+    _write_now(request, db, statement)
     viewer.session.state = PARTIAL
     viewer.session.expires_at = expires
 
@@ -177,7 +183,7 @@ def provide_viewer(request: Request, db: NamedDependency[Session]) -> Viewer:
     if viewer.session.state == FULL and not twofactor.session_meets_rules(
         viewer.user, viewer.session
     ):
-        _demote(request, viewer)
+        _demote(request, db, viewer)
     if viewer.session.state != FULL:
         raise RedirectTo(
             "/login/2fa", status=401, message="Finish two-factor authentication first."
@@ -195,12 +201,18 @@ def provide_pending(request: Request, db: NamedDependency[Session]) -> Viewer:
     if viewer.session.state == FULL:
         if twofactor.session_meets_rules(viewer.user, viewer.session):
             raise RedirectTo("/account", status=409, message="You are already signed in.")
-        _demote(request, viewer)
+        _demote(request, db, viewer)
     return viewer
 
 
 def end_session(db: Session, session_id: int) -> None:
     db.exec(delete(AuthSession).where(col(AuthSession.id) == session_id))
+
+
+def end_session_by_token(db: Session, token: str | None) -> None:
+    """End the session a cookie names (a new sign-in replaces the browser's old session)."""
+    if token and len(token) <= 128:
+        db.exec(delete(AuthSession).where(col(AuthSession.token_hash) == digest(token)))
 
 
 def end_other_sessions(db: Session, user_id: int, keep_id: int | None) -> int:

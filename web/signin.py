@@ -56,25 +56,37 @@ def _fail_password(db: Session, user: User, client: ClientInfo) -> None:
 
 
 def password_sign_in(
-    db: Session, settings: Settings, client: ClientInfo, username: str, password: str
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    username: str,
+    password: str,
+    *,
+    replaces: str | None = None,
 ) -> SignedIn:
-    """Unknown user and wrong password: the same message, the same argon2 work."""
+    """Unknown user and wrong password: the same message, the same argon2 work.
+    `replaces` is the browser's previous session token: signing in ends it."""
     if not username or not password:
         raise Refused(422, "Enter your username and password.")
     if len(username) > 64 or len(password) > MAX_PASSWORD_LENGTH:
         raise Refused(401, BAD_CREDENTIALS)
-    user = user_by_username(db, username)
-    if user is not None and twofactor.is_locked(user.locked_until, utcnow()):
-        raise Refused(429, LOCKED, headers={"Retry-After": "900"})
-    if not verify_password(user.password_hash if user else None, password) or user is None:
-        if user is not None:
-            _fail_password(db, user, client)
+    found = user_by_username(db, username)
+    db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
+    now = utcnow()
+    if found is not None and twofactor.is_locked(found.locked_until, now):
+        wait = int((found.locked_until - now).total_seconds()) + 1  # type: ignore[operator]
+        raise Refused(429, LOCKED, headers={"Retry-After": str(wait)})
+    if not verify_password(found.password_hash if found else None, password) or found is None:
+        if found is not None:
+            _fail_password(db, found, client)
         raise Refused(401, BAD_CREDENTIALS)
+    user = lock_user(db, found.id)  # type: ignore[arg-type]
     user.failed_login_count = 0
     user.locked_until = None
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     db.add(user)
+    sessions.end_session_by_token(db, replaces)
     partial = twofactor.password_sign_in_needs_second_factor(user)
     token = sessions.start_session(
         db, user, settings, client, amr=["pwd"], mfa_verified=False, partial=partial
@@ -91,6 +103,8 @@ def passkey_sign_in(
     client: ClientInfo,
     credential: dict[str, Any],
     binding: str,
+    *,
+    replaces: str | None = None,
 ) -> str:
     """A user-verified discoverable passkey: a full aal2 session, no second prompt."""
     handle = passkeys.user_handle_of(credential)
@@ -102,6 +116,7 @@ def passkey_sign_in(
         passkey = passkeys.verify_authentication(db, settings, challenge, credential, owner=owner)
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         events.record(db, owner.id, "sign_in", ip=client.ip, method="passkey", name=passkey.name)  # type: ignore[arg-type]
+        sessions.end_session_by_token(db, replaces)
         return sessions.start_session(
             db, owner, settings, client, amr=[factor], mfa_verified=True, passkey_id=passkey.id
         )

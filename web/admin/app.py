@@ -5,8 +5,8 @@ from __future__ import annotations
 import hmac
 
 from litestar import Litestar, Request, Response
-from litestar.middleware import AbstractMiddleware
-from litestar.types import Receive, Scope, Send
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
 from strawberry.litestar import make_graphql_controller
 
 from web.admin.schema import schema
@@ -15,10 +15,10 @@ from web.protection import security_headers_middleware
 from web.settings import Settings, get_settings
 
 
-class BearerTokenMiddleware(AbstractMiddleware):
+class BearerTokenMiddleware(ASGIMiddleware):
     """401 unless `Authorization: Bearer <BARYCENTER_ADMIN_TOKEN>`; no token configured: 401."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         token: str | None = scope["app"].state.settings.admin_token
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
         supplied = header[7:] if header[:7].lower() == "bearer " else ""
@@ -30,7 +30,7 @@ class BearerTokenMiddleware(AbstractMiddleware):
             )
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await next_app(scope, receive, send)
 
 
 def create_admin_app(
@@ -51,7 +51,7 @@ def create_admin_app(
     )
     app = Litestar(
         route_handlers=[GraphQL],
-        middleware=[security_headers_middleware, BearerTokenMiddleware],
+        middleware=[security_headers_middleware, BearerTokenMiddleware()],
         request_max_body_size=64 * 1024,
         openapi_config=None,
         on_shutdown=[database.dispose],

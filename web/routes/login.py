@@ -70,7 +70,12 @@ class LoginController(Controller):
         try:
             rate_limit(request, "sign-in")
             outcome = signin.password_sign_in(
-                db, settings_of(request), client(request), username.strip(), password
+                db,
+                settings_of(request),
+                client(request),
+                username.strip(),
+                password,
+                replaces=request.cookies.get(sessions.COOKIE),
             )
         except Refused as refusal:
             return login_page(
@@ -113,7 +118,12 @@ class LoginController(Controller):
     def passkey_finish(self, request: Request, db: DB, body: RawBody) -> Response:
         credential, fields = ceremony.read_credential(body)
         token = signin.passkey_sign_in(
-            db, settings_of(request), client(request), credential, login_binding(request)
+            db,
+            settings_of(request),
+            client(request),
+            credential,
+            login_binding(request),
+            replaces=request.cookies.get(sessions.COOKIE),
         )
         return_to = fields.get("return_to")
         target = safe_return_to(return_to if isinstance(return_to, str) else None)
