@@ -113,6 +113,30 @@ class EventView:
     warning: bool
 
 
+REPEATABLE = {
+    "sign_in_failed": "failed sign-in attempts",
+    "second_factor_failed": "failed two-factor attempts",
+}
+
+
+def event_views(rows: list[SecurityEvent]) -> list[EventView]:
+    """Events in words, newest first; a run of the same failure reads "3 failed sign-in
+    attempts" (with the time of the latest)."""
+    views: list[EventView] = []
+    run: list[SecurityEvent] = []
+    for event in [*rows, None]:
+        if run and (event is None or event.kind != run[0].kind or event.kind not in REPEATABLE):
+            first = run[0]
+            view = event_view(first)
+            if len(run) > 1:
+                view = EventView(f"{len(run)} {REPEATABLE[first.kind]}", view.when, view.ip, True)
+            views.append(view)
+            run = []
+        if event is not None:
+            run.append(event)
+    return views
+
+
 def event_view(event: SecurityEvent) -> EventView:
     return EventView(
         what=events.describe(event),
@@ -185,7 +209,7 @@ def account_context(
         "passkeys": [passkey_view(p) for p in rows],
         "two_factor": two_factor_view(user, len(rows), remaining),
         "sessions": [session_view(s, viewer.session.id) for s in live],
-        "events": [event_view(e) for e in events.recent(db, user.id)],  # type: ignore[arg-type]
+        "events": event_views(events.recent(db, user.id)),  # type: ignore[arg-type]
         "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),
         # per-section state (what a swap is showing): overridden by handlers
         "tf_mode": "view",  # view | enroll | disable | codes

@@ -10,10 +10,11 @@ import pytest
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar.testing import TestClient
 
+from models import SecurityEvent
 from web import twofactor
 from web.app import HTMX_FILE, create_app
 from web.design import SAMPLES, render_sample
-from web.views import PasskeyView, when
+from web.views import PasskeyView, event_views, when
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -81,3 +82,21 @@ def test_gallery_renders_every_state_in_dev_mode(settings, database) -> None:
 
 def test_gallery_is_off_outside_dev_mode(client) -> None:
     assert client.get("/_design").status_code == 404
+
+
+def test_a_run_of_failures_reads_as_one_line() -> None:
+    rows = [
+        SecurityEvent(user_id=1, kind="sign_in_failed", ip="192.0.2.1"),
+        SecurityEvent(user_id=1, kind="sign_in_failed", ip="192.0.2.1"),
+        SecurityEvent(user_id=1, kind="sign_in_failed", ip="192.0.2.1"),
+        SecurityEvent(user_id=1, kind="locked"),
+        SecurityEvent(user_id=1, kind="sign_in_failed"),
+        SecurityEvent(user_id=1, kind="2fa_enabled", actor="admin"),
+    ]
+    words = [view.what for view in event_views(rows)]
+    assert words == [
+        "3 failed sign-in attempts",
+        "Account locked for 15 minutes after repeated failures",
+        "Failed sign-in attempt",
+        "Two-factor authentication turned on by an administrator",
+    ]
