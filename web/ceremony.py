@@ -62,7 +62,11 @@ def finish(
         db.commit()
         raise
     except Exception:
-        db.rollback()
+        # The savepoint is rolled back; keep the consumption, so the challenge stays used.
+        try:
+            db.commit()
+        except Exception:
+            db.rollback()
         raise
     db.commit()
     return result

@@ -107,6 +107,9 @@ def serve(args: argparse.Namespace) -> None:
     # N processes accept on one shared socket; this process serves the admin API.
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it; uvloop sets it only on sockets it binds itself, and
+    # without it every response waits ~40 ms for a delayed ACK (Nagle).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((args.host, args.port))
     sock.listen(2048)
     sock.set_inheritable(True)

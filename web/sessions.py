@@ -13,6 +13,7 @@ from datetime import timedelta
 from litestar import Request, Response
 from litestar.di import NamedDependency
 from sqlalchemy import Executable
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, delete, select, update
 
 from models import AuthSession, User, utcnow
@@ -150,7 +151,8 @@ def load(request: Request, db: Session) -> Viewer | None:
     if now - session.last_seen_at > TOUCH_EVERY:
         touch = update(AuthSession).where(col(AuthSession.id) == session.id)
         _write_now(request, db, touch.values(last_seen_at=now))
-        session.last_seen_at = now
+        # already written: not a pending change (a GET's read session must never flush)
+        set_committed_value(session, "last_seen_at", now)
     return Viewer(user=user, session=session)
 
 
@@ -164,8 +166,8 @@ def _demote(request: Request, db: Session, viewer: Viewer) -> None:
         .values(state=PARTIAL, expires_at=expires)
     )
     _write_now(request, db, statement)
-    viewer.session.state = PARTIAL
-    viewer.session.expires_at = expires
+    set_committed_value(viewer.session, "state", PARTIAL)
+    set_committed_value(viewer.session, "expires_at", expires)
 
 
 def login_url(request: Request) -> str:

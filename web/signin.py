@@ -81,13 +81,14 @@ def password_sign_in(
             _fail_password(db, found, client)
         raise Refused(401, BAD_CREDENTIALS)
     user = lock_user(db, found.id)  # type: ignore[arg-type]
-    user.failed_login_count = 0
+    partial = twofactor.password_sign_in_needs_second_factor(user)
+    if not partial:  # a pending second factor keeps counting its failures (5 end it)
+        user.failed_login_count = 0
     user.locked_until = None
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     db.add(user)
     sessions.end_session_by_token(db, replaces)
-    partial = twofactor.password_sign_in_needs_second_factor(user)
     token = sessions.start_session(
         db, user, settings, client, amr=["pwd"], mfa_verified=False, partial=partial
     )
@@ -238,6 +239,8 @@ def enroll_at_login(
         new = passkeys.verify_registration(settings, challenge, credential)
         passkey = passkeys.store_passkey(db, user, new, name)
         codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
+        user.failed_login_count = 0
+        db.add(user)
         events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
         fresh = db.get(AuthSession, viewer.session.id)
         if fresh is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect, sync_playwright
 
 from tests.conftest import temporary_database
 
@@ -196,6 +196,23 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture
+def new_context(browser: Browser) -> Iterator[Any]:
+    """`new_context(**options)`: more browsers for one test (other sessions, another user
+    agent, JavaScript off), closed after the test."""
+    made: list[BrowserContext] = []
+
+    def make(**options: Any) -> BrowserContext:
+        ctx = browser.new_context(**options)
+        ctx.set_default_timeout(10_000)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
 def page(context: BrowserContext) -> Page:
     return context.new_page()
 
@@ -247,11 +264,35 @@ def sign_in(page: Page, server: Server, username: str, password: str = PASSWORD)
 
 
 def check_accessibility(page: Page, label: str = "") -> None:
-    """axe-core on the current page state: no violations."""
-    page.add_script_tag(path=str(AXE))
+    """axe-core on the current page state: no violations. axe is evaluated through the
+    DevTools protocol: the page's CSP (rightly) refuses an injected inline <script>."""
+    page.evaluate(AXE.read_text())
     result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
     violations = [
         f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes: {[n['target'] for n in v['nodes']][:3]})"
         for v in result["violations"]
     ]
     assert not violations, f"axe violations {label}: {violations}"
+
+
+def put_credentials(authenticator: Authenticator, credentials: list[dict[str, Any]]) -> None:
+    """Copy credentials saved with `.credentials()` (private keys included) into an
+    authenticator, e.g. to bring a passkey back after signing in with a password."""
+    for credential in credentials:
+        authenticator.cdp.send(
+            "WebAuthn.addCredential",
+            {"authenticatorId": authenticator.id, "credential": credential},
+        )
+
+
+def add_passkey(page: Page, name: str) -> None:
+    """Add a passkey from the account page's Passkeys section (the page's authenticator)."""
+    passkeys = page.locator("#passkeys")
+    passkeys.get_by_label("Passkey name").fill(name)
+    passkeys.get_by_role("button", name="Add a passkey").click()
+    title = passkeys.locator(".item-title").filter(has_text=" ".join(name.split()))
+    expect(title.first).to_be_visible()
+
+
+def sign_out(page: Page) -> None:
+    page.get_by_role("banner").get_by_role("button", name="Sign out").click()

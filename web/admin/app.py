@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hmac
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request
 from litestar.middleware import ASGIMiddleware
+from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 from strawberry.litestar import make_graphql_controller
 
 from web.admin.schema import schema
 from web.db import Database, connect
-from web.protection import security_headers_middleware
+from web.protection import security_headers
 from web.settings import Settings, get_settings
 
 
@@ -22,10 +23,15 @@ class BearerTokenMiddleware(ASGIMiddleware):
         token: str | None = scope["app"].state.settings.admin_token
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
         supplied = header[7:] if header[:7].lower() == "bearer " else ""
-        if not token or not supplied or not hmac.compare_digest(supplied, token):
-            response = Response(
-                {"errors": [{"message": "Unauthorized"}]},
+        if (
+            not token
+            or not supplied
+            or not hmac.compare_digest(supplied.encode("latin-1"), token.encode())
+        ):
+            response = ASGIResponse(
+                body=b'{"errors":[{"message":"Unauthorized"}]}',
                 status_code=401,
+                media_type="application/json",
                 headers={"WWW-Authenticate": 'Bearer realm="barycenter-admin"'},
             )
             await response(scope, receive, send)
@@ -51,7 +57,8 @@ def create_admin_app(
     )
     app = Litestar(
         route_handlers=[GraphQL],
-        middleware=[security_headers_middleware, BearerTokenMiddleware()],
+        middleware=[BearerTokenMiddleware()],
+        before_send=[security_headers],
         request_max_body_size=64 * 1024,
         openapi_config=None,
         on_shutdown=[database.dispose],

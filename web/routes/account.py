@@ -106,6 +106,17 @@ class AccountController(Controller):
             raise Refused(404, "Not found.")
         return section(request, db, viewer, name)
 
+    # Litestar's router never falls back from a static segment to "/{name}": "passkeys"
+    # and "sessions" are static segments of the /…/{id}/… routes below, so they need
+    # routes of their own (without them both answered 404).
+    @get("/passkeys", sync_to_thread=True)
+    def passkeys_section(self, request: Request, db: DB, viewer: Current) -> Template:
+        return section(request, db, viewer, "passkeys")
+
+    @get("/sessions", sync_to_thread=True)
+    def sessions_section(self, request: Request, db: DB, viewer: Current) -> Template:
+        return section(request, db, viewer, "sessions")
+
     # ---- Two-factor authentication: enable -------------------------------------------
 
     @get("/two-factor/enable", sync_to_thread=True)
