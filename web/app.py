@@ -24,7 +24,7 @@ from web.errors import (
     internal_error_handler,
     redirect_handler,
 )
-from web.protection import check_request, security_headers_middleware
+from web.protection import check_request, security_headers
 from web.routes.account import AccountController, home
 from web.routes.health import healthz
 from web.routes.login import LoginController, SecondFactorController, logout
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             cookie_samesite="strict",
             safe_methods={"GET", "HEAD", "OPTIONS"},
         ),
-        middleware=[security_headers_middleware],
+        before_send=[security_headers],
         before_request=check_request,
         exception_handlers={
             RedirectTo: redirect_handler,

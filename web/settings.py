@@ -11,10 +11,26 @@ from pathlib import Path
 DEFAULT_DATABASE_URL = "sqlite:///./data/barycenter.db"
 
 
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
+def _bool(value: str | None, default: bool | None, name: str) -> bool | None:
+    """true/false, 1/0, yes/no, on/off; anything else is a mistake worth stopping for."""
+    if value is None or value.strip() == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, not {value!r}")
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
 
 
 def _data_dir(database_url: str) -> Path:
@@ -95,11 +111,11 @@ class Settings:
             "rp_name": env.get("BARYCENTER_RP_NAME") or "Barycenter",
             "origin": env.get("BARYCENTER_ORIGIN", "").rstrip("/"),
             "admin_token": env.get("BARYCENTER_ADMIN_TOKEN") or None,
-            "cookie_secure": None if not cookie_secure else _bool(cookie_secure, True),
-            "session_ttl": int(env.get("BARYCENTER_SESSION_TTL", "3600")),
-            "ip_limit_per_minute": int(env.get("BARYCENTER_IP_LIMIT_PER_MINUTE", "30")),
+            "cookie_secure": _bool(cookie_secure, None, "BARYCENTER_COOKIE_SECURE"),
+            "session_ttl": _int(env, "BARYCENTER_SESSION_TTL", 3600),
+            "ip_limit_per_minute": _int(env, "BARYCENTER_IP_LIMIT_PER_MINUTE", 30),
             "trusted_proxies": tuple(p.strip() for p in proxies.split(",") if p.strip()),
-            "dev": _bool(env.get("BARYCENTER_DEV"), False),
+            "dev": _bool(env.get("BARYCENTER_DEV"), False, "BARYCENTER_DEV"),
         }
         values.update(overrides)
         if "secret_key" not in values:
@@ -107,8 +123,10 @@ class Settings:
                 _data_dir(str(values["database_url"]))
             )
         settings = cls(**values)  # type: ignore[arg-type]
-        if settings.session_ttl <= 0 or settings.ip_limit_per_minute < 0:
-            raise ValueError("BARYCENTER_SESSION_TTL must be > 0 and the IP limit >= 0")
+        if settings.session_ttl <= 0:
+            raise ValueError("BARYCENTER_SESSION_TTL must be more than 0 seconds")
+        if settings.ip_limit_per_minute < 0:
+            raise ValueError("BARYCENTER_IP_LIMIT_PER_MINUTE must be 0 (off) or more")
         return settings
 
 

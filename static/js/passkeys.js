@@ -15,6 +15,7 @@
   "use strict";
 
   let controller = null;
+  let answering = null; // id of the section the answer being handled replaces (see below)
 
   // ---- encoding: the browser's own JSON helpers, with a small fallback --------------
   function b64urlToBuffer(value) {
@@ -108,9 +109,14 @@
     if (region) region.textContent = message;
   }
 
+  // The polite live region: emptied first, so that the same notice twice is read twice.
   function announce(message) {
     const announcer = document.querySelector("[data-announcer]");
-    if (announcer && message) announcer.textContent = message;
+    if (!announcer || !message) return;
+    announcer.textContent = "";
+    window.setTimeout(function () {
+      announcer.textContent = message;
+    }, 50);
   }
 
   function csrfToken() {
@@ -174,9 +180,11 @@
     }
     const trigger = response.headers.get("HX-Trigger");
     if (trigger && window.htmx) {
+      answering = target ? target.id : null; // that section is fresh already
       trigger.split(",").forEach(function (name) {
         window.htmx.trigger(document.body, name.trim());
       });
+      answering = null;
     }
     const swapped = document.querySelector(button.dataset.target || "main");
     focusNew(swapped);
@@ -221,6 +229,9 @@
       await applyFinish(response, button);
     } catch (error) {
       if (mine.signal.aborted && !(error instanceof ServerError)) return;
+      // Autofill (conditional mediation) runs unasked: when the browser ends it, say
+      // nothing (an alert on page load would be read out to screen-reader users).
+      if (mediation && !(error instanceof ServerError)) return;
       const message = error instanceof ServerError ? error.message : describeError(error);
       if (message) show(status, message);
     } finally {
@@ -228,6 +239,9 @@
       if (button.isConnected) {
         button.removeAttribute("aria-busy");
         button.disabled = false;
+        // Disabling the focused button dropped the focus: give it back (next to the message).
+        const active = document.activeElement;
+        if (!mediation && (!active || active === document.body)) button.focus();
       }
     }
   }
@@ -249,11 +263,17 @@
   });
 
   // ---- htmx glue: errors into the alert region, focus and announcements after swaps ----
+  // Focus after a swap: the LAST [data-focus] in the new content (a step's heading comes
+  // after the card's own heading, so the most specific one wins). A [data-focus] that is a
+  // container (the rename form) hands the focus to its first field.
+  const FIELD = "input:not([type=hidden]), select, textarea, button, a[href]";
+
   function focusNew(element) {
     if (!element) return;
-    const focus =
-      element.querySelector("[data-focus]") ||
-      element.querySelector("input:not([type=hidden]), button, a[href]");
+    const marks = element.querySelectorAll("[data-focus]");
+    let focus = marks.length ? marks[marks.length - 1] : null;
+    if (focus && !focus.matches(FIELD + ", [tabindex]")) focus = focus.querySelector(FIELD);
+    if (!focus) focus = element.querySelector(FIELD);
     if (focus) focus.focus({ preventScroll: false });
     const notice = element.querySelector('[role="status"]');
     announce(notice ? notice.textContent : "");
@@ -274,6 +294,31 @@
     });
   }
 
+  // Background refreshes: an answer that changes the account carries
+  // HX-Trigger: account-changed, and every section listening for it reloads itself. The
+  // section that the answer itself replaces is fresh already: its refresh is skipped, so
+  // its notice stays on screen and the focus is not lost with the replaced element.
+  function isBackground(detail) {
+    const config = detail && detail.requestConfig;
+    return !!(config && config.triggeringEvent && config.triggeringEvent.type === "account-changed");
+  }
+
+  document.addEventListener("htmx:beforeOnLoad", function (event) {
+    // htmx fires HX-Trigger events after this and before the swap
+    if (!isBackground(event.detail)) answering = event.detail.target ? event.detail.target.id : null;
+  });
+
+  document.addEventListener("htmx:afterOnLoad", function (event) {
+    if (!isBackground(event.detail)) answering = null;
+  });
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    const target = event.detail.target;
+    if (answering && isBackground(event.detail) && target && target.id === answering) {
+      event.preventDefault();
+    }
+  });
+
   document.addEventListener("htmx:afterSettle", function (event) {
     signalAccepted(document.getElementById("passkeys"));
     const flash = document.querySelector("[data-flash]");
@@ -281,11 +326,7 @@
     const target = event.detail.target;
     // htmx's target is the replaced element: find its successor by id
     const fresh = target && target.id ? document.getElementById(target.id) : null;
-    if (event.detail.requestConfig && event.detail.requestConfig.elt &&
-        event.detail.requestConfig.triggeringEvent &&
-        event.detail.requestConfig.triggeringEvent.type === "account-changed") {
-      return; // background refresh: keep focus where it is
-    }
+    if (isBackground(event.detail)) return; // background refresh: keep focus where it is
     focusNew(fresh);
   });
 

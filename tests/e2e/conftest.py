@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect, sync_playwright
 
 from tests.conftest import temporary_database
+
+# CI shares two cores with the server and Chromium: give expectations the actions' patience.
+expect.set_options(timeout=10_000)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -195,8 +198,12 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
     ctx.close()
 
 
+NewContext = Callable[..., BrowserContext]
+"""The `new_context` fixture: `new_context(**browser_context_options)`."""
+
+
 @pytest.fixture
-def new_context(browser: Browser) -> Iterator[Any]:
+def new_context(browser: Browser) -> Iterator[NewContext]:
     """`new_context(**options)`: more browsers for one test (other sessions, another user
     agent, JavaScript off), closed after the test."""
     made: list[BrowserContext] = []

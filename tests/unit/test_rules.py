@@ -1,0 +1,1010 @@
+"""The rules of two-factor authentication (SPEC §4): the table as one parametrized test over
+web/twofactor.py, then the handlers that apply it, through the test client and the software
+authenticator."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from litestar.testing import TestClient
+from sqlmodel import select, update
+
+from models import AuthSession, Passkey, RecoveryCode, SecurityEvent, WebAuthnChallenge, utcnow
+from tests.unit.conftest import PASSWORD, query, reload_user
+from web import twofactor
+from web.admin.app import create_admin_app
+from web.errors import Refused
+from web.sessions import COOKIE
+from web.tokens import digest
+
+ADMIN_REQUIRES = "Your administrator requires two-factor authentication"
+CODE_RE = re.compile(r"<code>([A-Z0-9-]+)</code>")
+
+# --------------------------------------------------------------------------------------
+# The table of SPEC §4, one case per combination
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Flags:
+    requires_2fa: bool
+    user_2fa_enabled: bool
+
+
+@dataclass
+class Facts:
+    state: str
+    mfa_verified: bool
+    step_up_at: datetime | None = None
+
+
+SESSIONS = {
+    "partial": ("partial", False),
+    "full-aal1": ("full", False),
+    "full-mfa": ("full", True),
+}
+STEP_UP_AGO = {"step-up-never": None, "step-up-5min": 5, "step-up-11min": 11}
+ACTIONS = (
+    "enable",
+    "disable",
+    "remove-passkey",
+    "password-sign-in",
+    "session-meets-rules",
+    "enroll-at-login",
+    *STEP_UP_AGO,
+)
+SECOND_FACTOR_FIRST = "sent to /login/2fa"
+ALLOWED = "allowed"
+
+
+def expected(requires: bool, enabled: bool, passkeys: int, session: str, action: str) -> Any:
+    """What SPEC §4 says, read from its text (not from the module under test)."""
+    effective = requires or enabled  # "Effective 2FA = requires_2fa OR user_2fa_enabled"
+    # "a session that no longer meets the rules (2FA now required, session not
+    # MFA-verified) is sent to /login/2fa and can do nothing else"; a partial session is
+    # still waiting for its second factor.
+    meets = session != "partial" and (session == "full-mfa" or not effective)
+    if action == "session-meets-rules":
+        return meets
+    if action == "password-sign-in":
+        # "effective 2FA off: full session amr ["pwd"], acr aal1; on: partial session"
+        return "partial, /login/2fa" if effective else "full, aal1, pwd"
+    if action == "enroll-at-login":
+        # "A user with effective 2FA but no passkey … is offered passkey registration"
+        return effective and passkeys == 0
+    if action in STEP_UP_AGO:
+        # "unless a passkey assertion succeeded in this session in the last 10 minutes"
+        minutes = STEP_UP_AGO[action]
+        return minutes is None or minutes > 10
+    # The account actions need a signed-in, full session that meets the rules.
+    if not meets:
+        return SECOND_FACTOR_FIRST
+    if action == "enable":
+        # "always (user signed in, full session)"; turning on what is on is a conflict.
+        return (409, "already on") if enabled else ALLOWED
+    if action == "disable":
+        if requires:  # "refused: 403 and a message …"
+            return (403, ADMIN_REQUIRES)
+        return ALLOWED if enabled else (409, "already off")
+    if action == "remove-passkey":
+        # "409 and a clear message when it would remove the last passkey while effective
+        # 2FA is on"
+        return (409, "last passkey") if effective and passkeys <= 1 else ALLOWED
+    raise AssertionError(action)
+
+
+def decision_outcome(decision: twofactor.Decision) -> Any:
+    if decision.allowed:
+        return ALLOWED
+    return (decision.status, decision.message)
+
+
+def actual(user: Flags, passkeys: int, facts: Facts, action: str, now: datetime) -> Any:
+    """The same question asked of web/twofactor.py, the way the handlers ask it."""
+    if action == "session-meets-rules":
+        return twofactor.session_meets_rules(user, facts)
+    if action == "password-sign-in":
+        partial = twofactor.password_sign_in_needs_second_factor(user)
+        return "partial, /login/2fa" if partial else "full, aal1, pwd"
+    if action == "enroll-at-login":
+        return twofactor.needs_enrollment_at_login(user, passkeys)
+    if action in STEP_UP_AGO:
+        return twofactor.needs_step_up(facts, now)
+    if not twofactor.session_meets_rules(user, facts):
+        return SECOND_FACTOR_FIRST
+    if action == "enable":
+        return decision_outcome(twofactor.can_enable(user))
+    if action == "disable":
+        return decision_outcome(twofactor.can_disable(user))
+    return decision_outcome(twofactor.can_remove_passkey(user, passkeys))
+
+
+def same(got: Any, want: Any) -> bool:
+    """Refusals: the status must match; the message exactly where the spec gives it,
+    otherwise it must say what is wrong in words."""
+    if isinstance(want, tuple) and isinstance(got, tuple):
+        status, words = want
+        if got[0] != status:
+            return False
+        if words == ADMIN_REQUIRES:
+            return got[1] == ADMIN_REQUIRES
+        return words in got[1].lower()
+    return got == want
+
+
+CASES = [
+    pytest.param(r, e, n, s, a, id=f"req{int(r)}-user{int(e)}-{n}pk-{s}-{a}")
+    for r in (False, True)
+    for e in (False, True)
+    for n in (0, 1, 2)
+    for s in SESSIONS
+    for a in ACTIONS
+]
+
+
+@pytest.mark.parametrize(("requires", "enabled", "passkeys", "session", "action"), CASES)
+def test_rules_table(requires: bool, enabled: bool, passkeys: int, session: str, action: str):
+    now = utcnow()
+    state, mfa = SESSIONS[session]
+    minutes = STEP_UP_AGO.get(action)
+    facts = Facts(state, mfa, None if minutes is None else now - timedelta(minutes=minutes))
+    user = Flags(requires, enabled)
+    want = expected(requires, enabled, passkeys, session, action)
+    got = actual(user, passkeys, facts, action, now)
+    assert same(got, want), f"expected {want!r}, the rules say {got!r}"
+    # effective 2FA is the OR of the two flags, whatever else holds
+    assert twofactor.effective(user) is (requires or enabled)
+
+
+@pytest.mark.parametrize(
+    ("requires", "enabled", "words", "disable_button", "recovery_section"),
+    [
+        (False, False, "Off", False, False),
+        (False, True, "On", True, True),
+        (True, False, "Required by your administrator", False, True),
+        (True, True, "Required by your administrator (also turned on by you)", False, True),
+    ],
+)
+def test_status_words(requires, enabled, words, disable_button, recovery_section):
+    user = Flags(requires, enabled)
+    assert twofactor.status_words(user) == words
+    assert twofactor.shows_disable_button(user) is disable_button  # "no disable button"
+    assert twofactor.shows_recovery_codes(user) is recovery_section
+
+
+def test_step_up_window_edges():
+    now = utcnow()
+    assert not twofactor.needs_step_up(Facts("full", True, now), now)
+    assert not twofactor.needs_step_up(Facts("full", True, now - timedelta(minutes=10)), now)
+    assert twofactor.needs_step_up(Facts("full", True, now - timedelta(minutes=10, seconds=1)), now)
+
+
+def test_amr_and_lockout_rules():
+    now = utcnow()
+    assert twofactor.amr_for_passkey(backup_eligible=False) == "hwk"
+    assert twofactor.amr_for_passkey(backup_eligible=True) == "swk"
+    assert twofactor.lock_after_failure(4, now) is None
+    assert twofactor.lock_after_failure(5, now) == now + timedelta(minutes=15)
+    assert twofactor.is_locked(now + timedelta(seconds=1), now)
+    assert not twofactor.is_locked(now, now)
+    assert not twofactor.is_locked(None, now)
+
+
+# --------------------------------------------------------------------------------------
+# Helpers for the handler tests
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with small parameters: these tests are about the rules, not password cost."""
+    import web.passwords
+
+    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
+    monkeypatch.setattr(
+        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
+
+
+@pytest.fixture
+def admin(settings, database):  # type: ignore[no-untyped-def]
+    """Calls the admin API (its own app, the same database) and returns `data`."""
+    app = create_admin_app(settings, database)
+    with TestClient(app=app) as api:
+
+        def call(document: str) -> dict:
+            response = api.post(
+                "/graphql",
+                json={"query": document},
+                headers={"Authorization": f"Bearer {settings.admin_token}"},
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert not body.get("errors"), body
+            return body["data"]
+
+        yield call
+
+
+def set_required(admin, required: bool, username: str = "alice") -> None:  # type: ignore[no-untyped-def]
+    value = "true" if required else "false"
+    data = admin(
+        f'mutation {{ r: setUser2faRequired(username: "{username}", required: {value}) '
+        "{ success } }"
+    )
+    assert data["r"]["success"]
+
+
+def set_enabled(admin, enabled: bool, username: str = "alice") -> None:  # type: ignore[no-untyped-def]
+    value = "true" if enabled else "false"
+    data = admin(
+        f'mutation {{ r: setUser2faEnabled(username: "{username}", enabled: {value}) '
+        "{ success } }"
+    )
+    assert data["r"]["success"]
+
+
+def codes_in(text: str) -> list[str]:
+    return CODE_RE.findall(text)
+
+
+def kinds(database) -> list[str]:  # type: ignore[no-untyped-def]
+    rows = query(database, select(SecurityEvent).order_by(SecurityEvent.id))
+    return [e.kind for e in rows]
+
+
+def my_session(database, client) -> AuthSession:  # type: ignore[no-untyped-def]
+    token = client.cookies.get(COOKIE)
+    assert token, "no session cookie"
+    rows = query(database, select(AuthSession).where(AuthSession.token_hash == digest(token)))
+    assert rows, "the cookie names no session"
+    return rows[0]
+
+
+def move_step_up(database, minutes_ago: float | None) -> None:  # type: ignore[no-untyped-def]
+    value = None if minutes_ago is None else utcnow() - timedelta(minutes=minutes_ago)
+    with database.session() as db:
+        db.exec(update(AuthSession).values(step_up_at=value))
+        db.commit()
+
+
+def unused_codes(database) -> int:  # type: ignore[no-untyped-def]
+    rows = query(database, select(RecoveryCode))
+    return sum(1 for r in rows if r.used_at is None)
+
+
+def enabled_with_passkey(auth, name: str = "Work key") -> list[str]:  # type: ignore[no-untyped-def]
+    """Sign in, add a passkey, turn 2FA on with it; returns the recovery codes."""
+    auth.login()
+    assert auth.add_passkey(name).status_code == 200
+    response = auth.enable_2fa()
+    assert response.status_code == 200, response.text
+    codes = codes_in(response.text)
+    assert len(codes) == 10
+    auth.client.page("/account")
+    return codes
+
+
+def add_key(auth, name: str):  # type: ignore[no-untyped-def]
+    """Another passkey in the same authenticator (as a password manager holds several)."""
+    options = auth.client.json_post("/account/passkeys/start", {"name": name})
+    assert options.status_code == 200, options.text
+    creation = {**options.json(), "excludeCredentials": []}
+    credential = auth.authn.register(creation)
+    response = auth.client.json_post(
+        "/account/passkeys/finish", {"credential": credential, "name": name}
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def sign_in_partial(auth) -> None:  # type: ignore[no-untyped-def]
+    auth.logout()
+    auth.client.page("/login")
+    response = auth.client.form("/login", {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login/2fa"
+    auth.client.page("/login/2fa")
+
+
+# --------------------------------------------------------------------------------------
+# Enabling two-factor authentication
+# --------------------------------------------------------------------------------------
+
+
+def test_enable_with_existing_passkey(auth, client, database, make_client):
+    auth.login()
+    assert auth.add_passkey("Work key").status_code == 200
+    other = make_client()
+    other.page("/login")
+    assert other.form("/login", {"username": "alice", "password": PASSWORD}).status_code == 303
+    assert other.page("/account", follow_redirects=False).status_code == 200
+    step = client.htmx("GET", "/account/two-factor/enable")
+    assert step.status_code == 200
+    assert "Verify with a passkey" in step.text
+    assert "Add a new passkey instead" in step.text
+    before = client.cookies.get(COOKIE)
+
+    response = auth.enable_2fa()
+
+    assert response.status_code == 200, response.text
+    assert "Save your recovery codes" in response.text
+    assert "I have saved these codes" in response.text and "Download" in response.text
+    codes = codes_in(response.text)
+    assert len(codes) == 10 and len(set(codes)) == 10
+    assert all(re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}", c) for c in codes)
+    user = reload_user(database)
+    assert user.user_2fa_enabled and user.user_2fa_enabled_at is not None
+    stored = query(database, select(RecoveryCode))
+    assert len(stored) == 10
+    assert not {r.code_hash for r in stored} & set(codes)
+    assert all(r.code_hash.startswith("$argon2id$") for r in stored)
+    assert "2fa_enabled" in kinds(database)
+    assert client.cookies.get(COOKIE) != before  # the assertion upgrades: new token
+    session = my_session(database, client)
+    assert session.mfa_verified and session.acr == "aal2" and session.amr == ["pwd", "hwk"]
+    # the user's other sessions are signed out
+    assert len(query(database, select(AuthSession))) == 1
+    assert other.page("/account", follow_redirects=False).headers["location"] == "/login"
+    card = client.htmx("GET", "/account/two-factor")
+    assert "data-2fa-status>On<" in card.text
+    assert "Disable two-factor authentication" in card.text
+
+
+def test_enable_with_new_passkey(auth, client, authn, database):
+    auth.login()
+    step = client.htmx("GET", "/account/two-factor/enable")
+    assert "Register passkey and turn on" in step.text
+    assert "Passkey name" in step.text
+    options = client.json_post(
+        "/account/two-factor/enable/start", {"mode": "new", "name": "Laptop"}
+    )
+    assert options.status_code == 200, options.text
+    credential = authn.register(options.json())
+
+    response = client.json_post("/account/two-factor/enable/finish", {"credential": credential})
+
+    assert response.status_code == 200, response.text
+    assert len(codes_in(response.text)) == 10
+    assert [p.name for p in query(database, select(Passkey))] == ["Laptop"]
+    assert reload_user(database).user_2fa_enabled
+    assert kinds(database)[-2:] == ["passkey_added", "2fa_enabled"]
+
+
+def test_enable_when_required_records_both(auth, client, database, admin):
+    auth.login()
+    auth.add_passkey("Work key")
+    # The administrator requires it; the session is not MFA-verified: second factor first.
+    set_required(admin, True)
+    assert client.page("/account", follow_redirects=False).headers["location"] == "/login/2fa"
+    credential = auth.assertion("/login/2fa/passkey/start")
+    assert (
+        client.json_post("/login/2fa/passkey/finish", {"credential": credential}).status_code == 200
+    )
+    client.page("/account")
+    card = client.htmx("GET", "/account/two-factor")
+    assert "data-2fa-status>Required by your administrator<" in card.text
+    assert "Enable two-factor authentication" in card.text
+    assert "Disable two-factor authentication" not in card.text
+
+    assert auth.enable_2fa().status_code == 200
+
+    card = client.htmx("GET", "/account/two-factor")
+    assert "Required by your administrator (also turned on by you)" in card.text
+    assert "Disable two-factor authentication" not in card.text
+    user = reload_user(database)
+    assert user.requires_2fa and user.user_2fa_enabled
+
+
+def test_enable_when_already_on_is_409(auth, client, authn, database, admin):
+    enabled_with_passkey(auth)
+    assert client.htmx("GET", "/account/two-factor/enable").status_code == 409
+    for body in ({"mode": "existing"}, {"mode": "new", "name": "Another"}):
+        refused = client.json_post("/account/two-factor/enable/start", body)
+        assert refused.status_code == 409
+        assert refused.json() == {"detail": "Two-factor authentication is already on."}
+    # A ceremony started while off, finished after an administrator turned it on: 409 too.
+    set_enabled(admin, False)
+    options = client.json_post("/account/two-factor/enable/start", {"mode": "existing"})
+    assert options.status_code == 200
+    credential = authn.authenticate(options.json())
+    set_enabled(admin, True)
+    codes_before = {r.code_hash for r in query(database, select(RecoveryCode))}
+    refused = client.json_post("/account/two-factor/enable/finish", {"credential": credential})
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == "Two-factor authentication is already on."
+    assert {r.code_hash for r in query(database, select(RecoveryCode))} == codes_before
+    assert kinds(database)[-3:] == ["2fa_enabled", "2fa_disabled", "2fa_enabled"]
+
+
+def test_enable_refusals(auth, client, authn, database, make_client):
+    stranger = make_client()
+    stranger.page("/login")
+    signed_out = stranger.json_post("/account/two-factor/enable/start", {"mode": "existing"})
+    assert signed_out.status_code == 401 and signed_out.json()["redirect"] == "/login"
+    auth.login()
+    no_passkey = client.json_post("/account/two-factor/enable/start", {"mode": "existing"})
+    assert no_passkey.status_code == 409
+    assert no_passkey.json() == {"detail": "You have no passkey yet. Register one instead."}
+    for name in ("", "   ", "x" * 65, None, 42):
+        bad_name = client.json_post(
+            "/account/two-factor/enable/start", {"mode": "new", "name": name}
+        )
+        assert bad_name.status_code == 422, name
+        assert bad_name.json()["detail"]
+    not_json = client.json_post("/account/two-factor/enable/start", b"mode=new")
+    assert not_json.status_code == 400
+    no_credential = client.json_post("/account/two-factor/enable/finish", {"name": "x"})
+    assert no_credential.status_code == 400
+    assert query(database, select(WebAuthnChallenge)) == []
+    assert query(database, select(Passkey)) == []
+    assert not reload_user(database).user_2fa_enabled
+
+
+def test_enable_with_failed_ceremony_changes_nothing(auth, client, authn, database):
+    auth.login()
+    auth.add_passkey("Work key")
+    options = client.json_post("/account/two-factor/enable/start", {"mode": "existing"})
+    credential = authn.authenticate(options.json(), signature=b"\x30\x06\x02\x01\x01\x02\x01\x01")
+    refused = client.json_post("/account/two-factor/enable/finish", {"credential": credential})
+    assert refused.status_code == 400
+    assert refused.json()["detail"]
+    assert not reload_user(database).user_2fa_enabled
+    assert query(database, select(RecoveryCode)) == []
+    assert "2fa_enabled" not in kinds(database)
+    # the challenge is used up: a good response to it is refused now
+    retry = authn.authenticate(options.json())
+    assert (
+        client.json_post("/account/two-factor/enable/finish", {"credential": retry}).status_code
+        == 400
+    )
+    assert not reload_user(database).user_2fa_enabled
+
+
+# --------------------------------------------------------------------------------------
+# Disabling two-factor authentication
+# --------------------------------------------------------------------------------------
+
+
+def test_disable_success(auth, client, database):
+    enabled_with_passkey(auth)
+    step = client.htmx("GET", "/account/two-factor/disable")
+    assert step.status_code == 200
+    assert "Verify with a passkey" in step.text and "Cancel" in step.text
+    credential = auth.assertion("/account/two-factor/disable/start")
+
+    response = client.json_post("/account/two-factor/disable/finish", {"credential": credential})
+
+    assert response.status_code == 200, response.text
+    assert "data-2fa-status>Off<" in response.text
+    assert "Two-factor authentication is off." in response.text
+    user = reload_user(database)
+    assert not user.user_2fa_enabled and user.user_2fa_enabled_at is None
+    assert query(database, select(RecoveryCode)) == []
+    assert kinds(database)[-1] == "2fa_disabled"
+    assert len(query(database, select(Passkey))) == 1  # passkeys stay
+
+
+def test_disable_while_required_is_403_even_with_a_valid_assertion(
+    auth, client, authn, database, admin
+):
+    enabled_with_passkey(auth)
+    options = client.json_post("/account/two-factor/disable/start", {})
+    assert options.status_code == 200
+    credential = authn.authenticate(options.json())
+    set_required(admin, True)
+    events_before = kinds(database)
+
+    refused = client.json_post("/account/two-factor/disable/finish", {"credential": credential})
+
+    assert refused.status_code == 403
+    assert refused.json() == {"detail": ADMIN_REQUIRES}
+    user = reload_user(database)
+    assert user.requires_2fa and user.user_2fa_enabled
+    assert unused_codes(database) == 10
+    assert kinds(database) == events_before
+    card = client.htmx("GET", "/account/two-factor")
+    assert "Disable two-factor authentication" not in card.text
+
+
+DISABLE_REQUESTS = [
+    ("/account/two-factor/disable/finish", "json", b"this is not json"),
+    ("/account/two-factor/disable/finish", "json", b'{"credential": 42}'),
+    ("/account/two-factor/disable/finish", "json", b"{}"),
+    ("/account/two-factor/disable/finish", "json", b'{"credential": {"id": "AAAA"}}'),
+    ("/account/two-factor/disable/start", "json", b"[1, 2, 3]"),
+    ("/account/two-factor/disable/start", "json", b"{}"),
+    ("/account/two-factor/disable", "GET", b""),
+]
+
+
+def test_disable_while_required_is_403_whatever_the_body(auth, client, database, admin):
+    auth.login()
+    auth.add_passkey("Work key")
+    set_required(admin, True)
+    # the session is sent to the second factor first; then the refusal
+    client.page("/login/2fa")
+    assertion = auth.assertion("/login/2fa/passkey/start")
+    assert (
+        client.json_post("/login/2fa/passkey/finish", {"credential": assertion}).status_code == 200
+    )
+    client.page("/account")
+    for url, method, body in DISABLE_REQUESTS:
+        if method == "GET":
+            refused = client.htmx("GET", url)
+            assert refused.text == ADMIN_REQUIRES
+        else:
+            refused = client.json_post(url, body)
+            assert refused.json() == {"detail": ADMIN_REQUIRES}, (url, body)
+        assert refused.status_code == 403
+    user = reload_user(database)
+    assert user.requires_2fa and not user.user_2fa_enabled
+    assert (
+        query(database, select(WebAuthnChallenge).where(WebAuthnChallenge.purpose == "disable-2fa"))
+        == []
+    )
+
+
+def test_disable_when_off_is_409(auth, client, database):
+    auth.login()
+    auth.add_passkey("Work key")
+    assert client.htmx("GET", "/account/two-factor/disable").status_code == 409
+    start = client.json_post("/account/two-factor/disable/start", {})
+    assert start.status_code == 409
+    assert start.json() == {"detail": "Two-factor authentication is already off."}
+    finish = client.json_post("/account/two-factor/disable/finish", b"garbage")
+    assert finish.status_code == 409
+    assert (
+        query(database, select(WebAuthnChallenge).where(WebAuthnChallenge.purpose == "disable-2fa"))
+        == []
+    )
+    assert "2fa_disabled" not in kinds(database)
+
+
+def test_disable_needs_the_disable_purpose(auth, client, database):
+    """A passkey assertion made for another purpose does not turn 2FA off."""
+    enabled_with_passkey(auth)
+    move_step_up(database, None)
+    credential = auth.assertion("/account/recovery-codes/start")
+    refused = client.json_post("/account/two-factor/disable/finish", {"credential": credential})
+    assert refused.status_code == 400
+    assert reload_user(database).user_2fa_enabled
+    assert unused_codes(database) == 10
+
+
+# --------------------------------------------------------------------------------------
+# Last-passkey guard and step-up
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["user", "admin-required"])
+@pytest.mark.parametrize("step_up", ["fresh", "stale"])
+def test_last_passkey_guard_refuses_before_any_ceremony(
+    auth, client, database, admin, how, step_up
+):
+    if how == "user":
+        enabled_with_passkey(auth)
+    else:
+        auth.login()
+        auth.add_passkey("Work key")
+        set_required(admin, True)
+        client.page("/login/2fa")
+        assertion = auth.assertion("/login/2fa/passkey/start")
+        assert (
+            client.json_post("/login/2fa/passkey/finish", {"credential": assertion}).status_code
+            == 200
+        )
+        client.page("/account")
+    move_step_up(database, 1 if step_up == "fresh" else 30)
+    [passkey] = query(database, select(Passkey))
+    challenges_before = len(query(database, select(WebAuthnChallenge)))
+
+    plain = client.form(f"/account/passkeys/{passkey.id}/remove")
+    htmx = client.htmx("POST", f"/account/passkeys/{passkey.id}/remove")
+    start = client.json_post(f"/account/passkeys/{passkey.id}/remove/start", {})
+    confirm = client.htmx("GET", f"/account/passkeys/{passkey.id}/remove")
+
+    for response in (plain, htmx, start, confirm):
+        assert response.status_code == 409
+    assert twofactor.LAST_PASSKEY in html.unescape(plain.text) and 'role="alert"' in plain.text
+    assert htmx.text == twofactor.LAST_PASSKEY
+    assert start.json() == {"detail": twofactor.LAST_PASSKEY}
+    assert "last passkey" in twofactor.LAST_PASSKEY
+    assert len(query(database, select(Passkey))) == 1
+    assert len(query(database, select(WebAuthnChallenge))) == challenges_before
+    assert "passkey_removed" not in kinds(database)
+
+
+def test_remove_with_two_passkeys_and_2fa_on(auth, client, database):
+    enabled_with_passkey(auth)
+    add_key(auth, "Spare key")
+    spare = query(database, select(Passkey).where(Passkey.name == "Spare key"))[0]
+    # the enrollment assertion was a step-up a moment ago: removal goes straight through
+    response = client.htmx("POST", f"/account/passkeys/{spare.id}/remove")
+    assert response.status_code == 200
+    assert "Passkey removed." in response.text
+    assert [p.name for p in query(database, select(Passkey))] == ["Work key"]
+
+
+def test_remove_needs_step_up_then_allows(auth, client, authn, database):
+    auth.login()
+    for name in ("First", "Second", "Third"):
+        add_key(auth, name)
+    first, second, third = query(database, select(Passkey).order_by(Passkey.id))
+    assert my_session(database, client).step_up_at is None  # a password session
+
+    prompt = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
+
+    assert prompt.status_code == 200
+    assert "Confirm it's you with one of your passkeys to remove “First”" in prompt.text
+    assert f'data-start="/account/passkeys/{first.id}/remove/start"' in prompt.text
+    assert len(query(database, select(Passkey))) == 3
+    # the plain form (no JavaScript) gets the same step, as a whole page
+    page = client.form(f"/account/passkeys/{first.id}/remove")
+    assert page.status_code == 200 and "<html" in page.text and "Verify with a passkey" in page.text
+
+    before = client.cookies.get(COOKIE)
+    credential = auth.assertion(
+        f"/account/passkeys/{first.id}/remove/start", {}, credential_id=second.credential_id
+    )
+    removed = client.json_post("/account/passkeys/remove/finish", {"credential": credential})
+    assert removed.status_code == 200, removed.text
+    assert "Passkey removed." in removed.text
+    assert client.cookies.get(COOKIE) != before
+    assert [p.name for p in query(database, select(Passkey).order_by(Passkey.id))] == [
+        "Second",
+        "Third",
+    ]
+    assert my_session(database, client).step_up_at is not None
+
+    # within 10 minutes of that assertion: no second prompt
+    direct = client.htmx("POST", f"/account/passkeys/{third.id}/remove")
+    assert direct.status_code == 200 and "Passkey removed." in direct.text
+    assert [p.name for p in query(database, select(Passkey))] == ["Second"]
+
+
+def test_remove_step_up_expires_after_10_minutes(auth, client, database):
+    auth.login()
+    add_key(auth, "First")
+    add_key(auth, "Second")
+    first = query(database, select(Passkey).where(Passkey.name == "First"))[0]
+    move_step_up(database, 11)
+    prompt = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
+    assert "Confirm it's you" in prompt.text
+    assert len(query(database, select(Passkey))) == 2
+    move_step_up(database, 9)
+    done = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
+    assert "Passkey removed." in done.text
+    assert len(query(database, select(Passkey))) == 1
+
+
+def test_regenerate_codes_step_up(auth, client, database):
+    codes = enabled_with_passkey(auth)
+    # right after enrollment (a passkey assertion): allowed at once
+    fresh = client.htmx("POST", "/account/recovery-codes/regenerate")
+    assert fresh.status_code == 200
+    regenerated = codes_in(fresh.text)
+    assert len(regenerated) == 10 and not set(regenerated) & set(codes)
+
+    # a new sign-in with password and recovery code: no passkey assertion in this session
+    sign_in_partial(auth)
+    used = client.form("/login/2fa/recovery", {"code": regenerated[0]})
+    assert used.status_code == 303 and used.headers["location"] == "/account"
+    client.page("/account")
+    hashes = {r.code_hash for r in query(database, select(RecoveryCode))}
+
+    prompt = client.htmx("POST", "/account/recovery-codes/regenerate")
+
+    assert prompt.status_code == 200
+    assert "Confirm it's you with one of your passkeys" in prompt.text
+    assert codes_in(prompt.text) == []
+    assert {r.code_hash for r in query(database, select(RecoveryCode))} == hashes
+
+    credential = auth.assertion("/account/recovery-codes/start")
+    done = client.json_post("/account/recovery-codes/finish", {"credential": credential})
+    assert done.status_code == 200, done.text
+    newest = codes_in(done.text)
+    assert len(newest) == 10
+    assert unused_codes(database) == 10
+    assert kinds(database).count("recovery_codes_regenerated") == 2
+
+    move_step_up(database, 11)
+    again = client.htmx("POST", "/account/recovery-codes/regenerate")
+    assert "Confirm it's you" in again.text and codes_in(again.text) == []
+
+
+def test_regenerate_refused_when_2fa_off(auth, client, database):
+    auth.login()
+    auth.add_passkey("Work key")
+    assert client.htmx("POST", "/account/recovery-codes/regenerate").status_code == 409
+    assert client.json_post("/account/recovery-codes/start", {}).status_code == 409
+    assert query(database, select(RecoveryCode)) == []
+
+
+# --------------------------------------------------------------------------------------
+# A partial session reaches only /login/2fa
+# --------------------------------------------------------------------------------------
+
+
+def test_partial_session_is_locked_to_login_2fa(auth, client, database):
+    enabled_with_passkey(auth)
+    sign_in_partial(auth)
+    session = my_session(database, client)
+    assert session.state == "partial" and session.amr == ["pwd"] and not session.mfa_verified
+    challenges_before = len(query(database, select(WebAuthnChallenge)))
+
+    for url in ("/account", "/account/passkeys", "/account/two-factor/enable", "/"):
+        response = client.get(url, follow_redirects=url == "/")
+        if url == "/":
+            assert str(response.url).endswith("/login/2fa")
+        else:
+            assert response.status_code == 303, url
+            assert response.headers["location"] == "/login/2fa"
+    for url in (
+        "/account/passkeys/start",
+        "/account/two-factor/disable/start",
+        "/account/two-factor/disable/finish",
+        "/account/recovery-codes/start",
+    ):
+        refused = client.json_post(url, {"name": "x"})
+        assert refused.status_code == 401, url
+        assert refused.json()["redirect"] == "/login/2fa"
+        assert refused.json()["detail"]
+    hx = client.htmx("GET", "/account/two-factor")
+    assert hx.status_code == 200 and hx.headers["hx-redirect"] == "/login/2fa"
+    hx_post = client.htmx("POST", "/account/sessions/revoke-others")
+    assert hx_post.headers["hx-redirect"] == "/login/2fa"
+    plain = client.form("/account/recovery-codes/regenerate")
+    assert plain.status_code == 303 and plain.headers["location"] == "/login/2fa"
+    assert unused_codes(database) == 10
+    assert len(query(database, select(WebAuthnChallenge))) == challenges_before
+    # and the step itself is reachable
+    page = client.page("/login/2fa")
+    assert page.status_code == 200 and "Verify with a passkey" in page.text
+    assert "Use a recovery code" in page.text
+
+
+def test_admin_requires_2fa_mid_session(auth, client, database, admin):
+    auth.login()
+    auth.add_passkey("Work key")
+    assert client.page("/account").status_code == 200
+    assert my_session(database, client).acr == "aal1"
+
+    set_required(admin, True)
+
+    response = client.get("/account", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/login/2fa"
+    assert my_session(database, client).state == "partial"
+    assert client.json_post("/account/passkeys/start", {"name": "x"}).status_code == 401
+    page = client.page("/login/2fa")
+    assert "Verify with a passkey" in page.text
+    before = client.cookies.get(COOKIE)
+    credential = auth.assertion("/login/2fa/passkey/start")
+    done = client.json_post("/login/2fa/passkey/finish", {"credential": credential})
+    assert done.status_code == 200 and done.headers["hx-redirect"] == "/account"
+    assert client.cookies.get(COOKIE) != before
+    session = my_session(database, client)
+    assert session.state == "full" and session.acr == "aal2" and session.mfa_verified
+    assert client.page("/account", follow_redirects=False).status_code == 200
+    assert reload_user(database).user_2fa_enabled is False  # the user's own flag untouched
+
+
+def test_admin_requires_2fa_without_passkey_enrolls_at_login(auth, client, authn, database, admin):
+    auth.login()
+    set_required(admin, True)
+    assert client.get("/account", follow_redirects=False).headers["location"] == "/login/2fa"
+    page = client.page("/login/2fa")
+    assert "Register passkey and sign in" in page.text and "Passkey name" in page.text
+    assert client.json_post("/login/2fa/passkey/start", {}).status_code == 409
+    options = client.json_post("/login/2fa/enroll/start", {"name": "Phone"})
+    assert options.status_code == 200, options.text
+    credential = authn.register(options.json())
+
+    done = client.json_post("/login/2fa/enroll/finish", {"credential": credential, "name": "Phone"})
+
+    assert done.status_code == 200, done.text
+    assert len(codes_in(done.text)) == 10
+    session = my_session(database, client)
+    assert session.state == "full" and session.acr == "aal2" and session.amr == ["pwd", "hwk"]
+    assert [p.name for p in query(database, select(Passkey))] == ["Phone"]
+    assert client.page("/account", follow_redirects=False).status_code == 200
+
+
+def test_admin_turning_2fa_off_applies_from_the_next_sign_in(auth, client, database, admin):
+    enabled_with_passkey(auth)
+    sign_in_partial(auth)
+    set_enabled(admin, False)
+    # The partial session still waits for its second factor (it was a password only).
+    assert client.get("/account", follow_redirects=False).headers["location"] == "/login/2fa"
+    auth.logout()
+    auth.login()
+    assert my_session(database, client).state == "full"
+    assert client.page("/account", follow_redirects=False).status_code == 200
+
+
+# --------------------------------------------------------------------------------------
+# Failed second factors and recovery codes
+# --------------------------------------------------------------------------------------
+
+
+def test_five_failed_second_factors_end_the_partial_session(auth, client, authn, database):
+    codes = enabled_with_passkey(auth)
+    sign_in_partial(auth)
+    [passkey] = query(database, select(Passkey))
+    for _ in range(2):  # two failed passkey assertions …
+        options = client.json_post("/login/2fa/passkey/start", {})
+        bad = authn.authenticate(options.json(), signature=b"\x30\x06\x02\x01\x01\x02\x01\x01")
+        assert client.json_post("/login/2fa/passkey/finish", {"credential": bad}).status_code == 400
+    for _ in range(2):  # … and two wrong codes
+        wrong = client.form("/login/2fa/recovery", {"code": "AAAA-BBBB-CCCC"})
+        assert wrong.status_code == 422
+        assert "That recovery code is not valid or was already used." in wrong.text
+    assert my_session(database, client).state == "partial"
+
+    fifth = client.form("/login/2fa/recovery", {"code": "AAAA-BBBB-CCCC"})
+
+    assert fifth.status_code == 401
+    assert "Too many failed attempts" in fifth.text
+    assert query(database, select(AuthSession)) == []
+    assert client.get("/login/2fa", follow_redirects=False).headers["location"] == "/login"
+    # a valid code no longer helps this browser
+    client.page("/login")
+    late = client.form("/login/2fa/recovery", {"code": codes[0]})
+    assert late.status_code == 303 and late.headers["location"] == "/login"
+    assert unused_codes(database) == 10
+    # the account is locked for a while, not for ever
+    user = reload_user(database)
+    assert user.locked_until is not None
+    assert timedelta(minutes=14) < user.locked_until - utcnow() <= timedelta(minutes=15)
+    locked = client.form("/login", {"username": "alice", "password": PASSWORD})
+    assert locked.status_code == 429
+    assert passkey.sign_count == query(database, select(Passkey))[0].sign_count
+
+
+def test_failed_second_factors_are_not_forgiven_by_signing_in_again(auth, client, database):
+    """Four wrong codes, a new password sign-in, one more wrong code: that is five."""
+    enabled_with_passkey(auth)
+    sign_in_partial(auth)
+    for _ in range(4):
+        assert client.form("/login/2fa/recovery", {"code": "AAAA-BBBB-CCCC"}).status_code == 422
+    sign_in_partial(auth)
+    fifth = client.form("/login/2fa/recovery", {"code": "AAAA-BBBB-CCCC"})
+    assert fifth.status_code == 401
+    assert query(database, select(AuthSession)) == []
+
+
+def test_recovery_code_sign_in(auth, client, database):
+    codes = enabled_with_passkey(auth)
+    sign_in_partial(auth)
+    partial_token = client.cookies.get(COOKIE)
+
+    response = client.form("/login/2fa/recovery", {"code": codes[3]})
+
+    assert response.status_code == 303 and response.headers["location"] == "/account"
+    token = client.cookies.get(COOKIE)
+    assert token and token != partial_token
+    session = my_session(database, client)
+    assert session.state == "full"
+    assert session.amr == ["pwd", "otp"]
+    assert session.acr == "aal2" and session.mfa_verified
+    assert session.step_up_at is None  # a code is not a passkey assertion
+    page = client.page("/account")
+    assert page.status_code == 200
+    assert "9 of 10 recovery codes remain" in page.text
+    assert "Recovery code used — 9 left" in page.text
+    assert unused_codes(database) == 9
+    # the partial session's token is dead
+    stale = TestClient(app=client.app, base_url="http://localhost:8000")
+    stale.cookies.set(COOKIE, partial_token)
+    assert stale.get("/account", follow_redirects=False).headers["location"] == "/login"
+
+
+def test_recovery_code_reuse_and_wrong_code_refused(auth, client, database):
+    codes = enabled_with_passkey(auth)
+    sign_in_partial(auth)
+    assert client.form("/login/2fa/recovery", {"code": codes[0]}).status_code == 303
+    sign_in_partial(auth)
+
+    reused = client.form("/login/2fa/recovery", {"code": codes[0]})
+    wrong = client.form("/login/2fa/recovery", {"code": "ABCD-EFGH-JKMN"})
+    garbage = client.form("/login/2fa/recovery", {"code": "<script>x</script>"})
+    empty = client.form("/login/2fa/recovery", {"code": ""})
+
+    for refused in (reused, wrong, garbage, empty):
+        assert refused.status_code == 422
+        assert "That recovery code is not valid or was already used." in refused.text
+        assert 'role="alert"' in refused.text
+    assert "<script>x</script>" not in garbage.text
+    assert my_session(database, client).state == "partial"
+    assert unused_codes(database) == 9
+    assert reload_user(database).failed_login_count == 4
+    # a right code still works after wrong ones, and resets the count
+    assert client.form("/login/2fa/recovery", {"code": codes[1]}).status_code == 303
+    assert reload_user(database).failed_login_count == 0
+
+
+def test_recovery_code_entry_ignores_case_spaces_and_hyphens(auth, client, database):
+    codes = enabled_with_passkey(auth)
+    variants = [
+        lambda c: c.lower(),
+        lambda c: c.replace("-", ""),
+        lambda c: c.replace("-", " "),
+        lambda c: f"  {c[:2]} {c[2:].lower()}  ",
+        lambda c: "-".join(c.replace("-", "")),
+    ]
+    for index, variant in enumerate(variants):
+        sign_in_partial(auth)
+        entered = variant(codes[index])
+        response = client.form("/login/2fa/recovery", {"code": entered})
+        assert response.status_code == 303, entered
+        assert my_session(database, client).amr == ["pwd", "otp"]
+    assert unused_codes(database) == 10 - len(variants)
+
+
+# --------------------------------------------------------------------------------------
+# Atomicity: a failure inside enrollment leaves nothing behind
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["new", "existing"])
+@pytest.mark.parametrize(
+    "failure", [RuntimeError("disk on fire"), Refused(409, "Refused mid-way.")]
+)
+def test_enable_is_atomic(auth, client, authn, database, monkeypatch, mode, failure):
+    auth.login()
+    if mode == "existing":
+        auth.add_passkey("Work key")
+        body: dict[str, Any] = {"mode": "existing"}
+    else:
+        body = {"mode": "new", "name": "Laptop"}
+    passkeys_before = [p.credential_id for p in query(database, select(Passkey))]
+    events_before = kinds(database)
+    options = client.json_post("/account/two-factor/enable/start", body)
+    assert options.status_code == 200
+    json_options = options.json()
+    credential = authn.register(json_options) if mode == "new" else authn.authenticate(json_options)
+
+    def explode(*args: Any, **kwargs: Any) -> list[str]:
+        raise failure
+
+    with monkeypatch.context() as patched:
+        patched.setattr("web.recovery.issue", explode)
+        response = client.json_post("/account/two-factor/enable/finish", {"credential": credential})
+
+    assert response.status_code == (500 if isinstance(failure, RuntimeError) else 409)
+    assert "Traceback" not in response.text and "disk on fire" not in response.text
+    assert [p.credential_id for p in query(database, select(Passkey))] == passkeys_before
+    user = reload_user(database)
+    assert not user.user_2fa_enabled and user.user_2fa_enabled_at is None
+    assert query(database, select(RecoveryCode)) == []
+    assert kinds(database) == events_before
+    session = my_session(database, client)
+    assert session.step_up_at is None and session.acr == "aal1"
+    [challenge] = query(
+        database, select(WebAuthnChallenge).where(WebAuthnChallenge.purpose == "enable-2fa")
+    )
+    assert challenge.consumed_at is not None, "a failed ceremony must use up its challenge"
+    replay = client.json_post("/account/two-factor/enable/finish", {"credential": credential})
+    assert replay.status_code == 400
+    assert not reload_user(database).user_2fa_enabled
+
+
+def test_disable_is_atomic(auth, client, database, monkeypatch):
+    enabled_with_passkey(auth)
+    credential = auth.assertion("/account/two-factor/disable/start")
+
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("web.recovery.remove_all", explode)
+    response = client.json_post("/account/two-factor/disable/finish", {"credential": credential})
+    assert response.status_code == 500
+    assert reload_user(database).user_2fa_enabled
+    assert unused_codes(database) == 10
+    assert "2fa_disabled" not in kinds(database)

@@ -1,0 +1,452 @@
+"""Server-side sessions (SPEC §3 AuthSession, §5.1, §7): the cookie, what is stored, new
+tokens, expiry from database timestamps, sign-out, lockout and return_to."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+from datetime import timedelta
+
+import pytest
+from argon2 import PasswordHasher
+from sqlmodel import select, update
+
+from models import AuthSession, SecurityEvent, User, utcnow
+from tests.unit.conftest import ORIGIN, PASSWORD, Client, query, reload_user
+from web.app import create_app
+from web.sessions import COOKIE
+from web.signin import BAD_CREDENTIALS, LOCKED
+
+
+@pytest.fixture(autouse=True)
+def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with small parameters: these tests are about sessions, not password cost."""
+    import web.passwords
+
+    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
+    monkeypatch.setattr(
+        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
+
+
+def sign_in(client: Client, username: str = "alice", password: str = PASSWORD, **extra: str):  # type: ignore[no-untyped-def]
+    client.page("/login")
+    return client.form("/login", {"username": username, "password": password, **extra})
+
+
+def session_cookie(response) -> str:  # type: ignore[no-untyped-def]
+    """The Set-Cookie header that carries the session token."""
+    found = [c for c in response.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}=")]
+    assert len(found) == 1, response.headers.get_list("set-cookie")
+    return found[0]
+
+
+def attributes(set_cookie: str) -> dict[str, str]:
+    parts = [p.strip() for p in set_cookie.split(";")]
+    return {p.split("=", 1)[0].lower(): (p.split("=", 1) + [""])[1] for p in parts[1:]}
+
+
+def rows(database) -> list[AuthSession]:  # type: ignore[no-untyped-def]
+    return query(database, select(AuthSession).order_by(AuthSession.id))
+
+
+def shift(database, **ago: timedelta) -> None:  # type: ignore[no-untyped-def]
+    """Move session timestamps into the past: shift(db, last_seen_at=timedelta(hours=2))."""
+    now = utcnow()
+    with database.session() as db:
+        db.exec(update(AuthSession).values(**{name: now - delta for name, delta in ago.items()}))
+        db.commit()
+
+
+def stranger(app, token: str) -> Client:  # type: ignore[no-untyped-def]
+    """Another browser that presents `token` as its session cookie (no lifespan of its own,
+    like conftest's make_client)."""
+    other = Client(app=app, base_url=ORIGIN)
+    other.cookies.set(COOKIE, token, domain="localhost")
+    return other
+
+
+def turn_on_2fa(database) -> None:  # type: ignore[no-untyped-def]
+    with database.session() as db:
+        db.exec(update(User).values(user_2fa_enabled=True, user_2fa_enabled_at=utcnow()))
+        db.commit()
+
+
+# --------------------------------------------------------------------------------------
+# The cookie and what is stored
+# --------------------------------------------------------------------------------------
+
+
+def test_session_cookie_on_localhost(client, user, database):
+    response = sign_in(client)
+    assert response.status_code == 303
+    cookie = session_cookie(response)
+    attrs = attributes(cookie)
+    assert "httponly" in attrs
+    assert attrs["samesite"].lower() == "lax"
+    assert attrs["path"] == "/"
+    assert "secure" not in attrs  # http://localhost: the browser would drop a Secure cookie
+    assert "max-age" not in attrs and "expires" not in attrs  # expiry lives in the database
+    token = cookie.split(";")[0].split("=", 1)[1]
+    assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) == 32  # 256 bits
+
+
+@pytest.mark.parametrize(
+    ("origin", "cookie_secure", "secure"),
+    [
+        ("https://id.example.com", None, True),
+        ("https://id.example.com", False, False),
+        ("http://localhost:8000", True, True),
+        ("http://id.example.com", None, True),
+    ],
+    ids=["https-default", "https-forced-off", "localhost-forced-on", "http-non-localhost"],
+)
+def test_session_cookie_secure_flag(settings, database, user, origin, cookie_secure, secure):
+    app = create_app(settings.with_(origin=origin, cookie_secure=cookie_secure), database)
+    # the test browser talks https so that it sends Secure cookies back; the Origin header
+    # is what the app compares
+    base = "https://" + origin.split("://", 1)[1]
+    with Client(app=app, base_url=base) as browser:
+        page = browser.get("/login")
+        csrf_cookie = [c for c in page.headers.get_list("set-cookie") if "csrf" in c]
+        token = page.text.split('name="csrf-token" content="')[1].split('"')[0]
+        response = browser.post(
+            "/login",
+            data={"_csrf_token": token, "username": "alice", "password": PASSWORD},
+            headers={"Origin": origin},
+            follow_redirects=False,
+        )
+    assert response.status_code == 303, response.text
+    assert ("secure" in attributes(session_cookie(response))) is secure
+    assert all(("secure" in attributes(c)) is secure for c in csrf_cookie)
+
+
+def test_only_the_sha256_of_the_token_is_stored(client, user, database):
+    sign_in(client)
+    token = client.cookies.get(COOKIE)
+    [row] = rows(database)
+    assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    stored = " ".join(str(value) for value in row.model_dump().values())
+    assert token not in stored
+
+
+def test_password_session_facts(client, user, database):
+    client.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
+    before = utcnow()
+    sign_in(client)
+    [row] = rows(database)
+    assert row.state == "full" and row.amr == ["pwd"] and row.acr == "aal1"
+    assert not row.mfa_verified
+    assert before <= row.auth_time <= utcnow()
+    assert (
+        timedelta(hours=23, minutes=59) < row.expires_at - before <= timedelta(hours=24, seconds=5)
+    )
+    assert "Firefox" in row.user_agent
+    assert row.ip
+    assert row.step_up_at is None
+
+
+# --------------------------------------------------------------------------------------
+# New tokens
+# --------------------------------------------------------------------------------------
+
+
+def test_new_token_at_sign_in_ignores_a_planted_cookie(client, user, database):
+    client.cookies.set(COOKIE, "planted-by-an-attacker", domain="localhost")
+    response = sign_in(client)
+    token = session_cookie(response).split(";")[0].split("=", 1)[1]
+    assert token and token != "planted-by-an-attacker"
+    assert [r.token_hash for r in rows(database)] == [hashlib.sha256(token.encode()).hexdigest()]
+
+
+def test_signing_in_again_replaces_the_session(client, app, user, database):
+    sign_in(client)
+    first = client.cookies.get(COOKIE)
+    sign_in(client)
+    second = client.cookies.get(COOKIE)
+    assert first != second
+    assert len(rows(database)) == 1
+    old = stranger(app, first)
+    assert old.get("/account", follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/account", follow_redirects=False).status_code == 200
+
+
+def test_new_token_at_upgrade(auth, client, app, database):
+    auth.login()
+    assert auth.add_passkey("Work key").status_code == 200
+    turn_on_2fa(database)
+    auth.logout()
+    response = sign_in(client)
+    assert response.headers["location"] == "/login/2fa"
+    partial = client.cookies.get(COOKIE)
+    [row] = rows(database)
+    assert row.state == "partial" and row.amr == ["pwd"] and row.acr == "aal1"
+    assert timedelta(minutes=9) < row.expires_at - utcnow() <= timedelta(minutes=10)
+
+    client.page("/login/2fa")
+    credential = auth.assertion("/login/2fa/passkey/start")
+    finished = client.json_post("/login/2fa/passkey/finish", {"credential": credential})
+
+    assert finished.status_code == 200
+    attrs = attributes(session_cookie(finished))
+    assert "httponly" in attrs and attrs["samesite"].lower() == "lax" and attrs["path"] == "/"
+    upgraded = client.cookies.get(COOKIE)
+    assert upgraded != partial
+    [row] = rows(database)
+    assert row.token_hash == hashlib.sha256(upgraded.encode()).hexdigest()
+    assert row.state == "full" and row.acr == "aal2" and row.mfa_verified
+    old = stranger(app, partial)
+    assert old.get("/login/2fa", follow_redirects=False).headers["location"] == "/login"
+    assert old.get("/account", follow_redirects=False).headers["location"] == "/login"
+    assert client.get("/account", follow_redirects=False).status_code == 200
+
+
+# --------------------------------------------------------------------------------------
+# Expiry, from database timestamps
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ttl", [3600, 120])
+def test_idle_expiry(settings, database, user, ttl):
+    app = create_app(settings.with_(session_ttl=ttl), database)
+    with Client(app=app, base_url=ORIGIN) as browser:
+        sign_in(browser)
+        shift(database, last_seen_at=timedelta(seconds=ttl - 30))
+        alive = browser.get("/account", follow_redirects=False)
+        assert alive.status_code == 200
+        [row] = rows(database)
+        assert utcnow() - row.last_seen_at < timedelta(seconds=10)  # seen again: touched
+
+        shift(database, last_seen_at=timedelta(seconds=ttl + 5))
+        expired = browser.get("/account", follow_redirects=False)
+        assert expired.status_code == 303 and expired.headers["location"] == "/login"
+        assert rows(database) == []
+
+
+def test_absolute_expiry_after_24_hours(client, user, database):
+    sign_in(client)
+    # active all along (seen a minute ago), but signed in 23 h 58 min ago: still fine
+    shift(
+        database,
+        created_at=timedelta(hours=23, minutes=58),
+        auth_time=timedelta(hours=23, minutes=58),
+        expires_at=timedelta(minutes=-2),
+        last_seen_at=timedelta(minutes=1),
+    )
+    assert client.get("/account", follow_redirects=False).status_code == 200
+    # 24 h and a minute after sign-in: over, however recently it was used
+    shift(
+        database,
+        created_at=timedelta(hours=24, minutes=1),
+        auth_time=timedelta(hours=24, minutes=1),
+        expires_at=timedelta(minutes=1),
+        last_seen_at=timedelta(seconds=5),
+    )
+    expired = client.get("/account", follow_redirects=False)
+    assert expired.status_code == 303 and expired.headers["location"] == "/login"
+    assert rows(database) == []
+
+
+def test_partial_session_expires_after_10_minutes(client, user, database):
+    turn_on_2fa(database)
+    assert sign_in(client).headers["location"] == "/login/2fa"
+    shift(
+        database,
+        created_at=timedelta(minutes=9),
+        auth_time=timedelta(minutes=9),
+        last_seen_at=timedelta(minutes=9),
+        expires_at=timedelta(minutes=-1),
+    )
+    assert client.get("/login/2fa", follow_redirects=False).status_code == 200
+    shift(
+        database,
+        created_at=timedelta(minutes=10, seconds=5),
+        auth_time=timedelta(minutes=10, seconds=5),
+        last_seen_at=timedelta(seconds=30),
+        expires_at=timedelta(seconds=5),
+    )
+    expired = client.get("/login/2fa", follow_redirects=False)
+    assert expired.status_code == 303 and expired.headers["location"] == "/login"
+    assert rows(database) == []
+    page = client.page("/login/2fa")
+    assert "Sign in" in page.text
+
+
+# --------------------------------------------------------------------------------------
+# Sign-out
+# --------------------------------------------------------------------------------------
+
+
+def test_logout_deletes_the_row(client, app, user, database, make_client):
+    other = make_client()
+    sign_in(other)
+    sign_in(client)
+    token = client.cookies.get(COOKIE)
+    assert len(rows(database)) == 2
+
+    response = client.form("/logout")
+
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+    cleared = session_cookie(response)
+    attrs = attributes(cleared)
+    assert cleared.startswith(f'{COOKIE}="";') or cleared.startswith(f"{COOKIE}=;")
+    assert attrs.get("max-age") == "0" or "expires" in attrs
+    assert len(rows(database)) == 1  # only this browser's session ended
+    old = stranger(app, token)
+    assert old.get("/account", follow_redirects=False).headers["location"] == "/login"
+    assert other.get("/account", follow_redirects=False).status_code == 200
+
+
+def test_logout_with_htmx(client, user, database):
+    sign_in(client)
+    client.page("/account")
+    response = client.htmx("POST", "/logout")
+    assert response.headers["hx-redirect"] == "/login"
+    assert rows(database) == []
+
+
+def test_logout_without_session_is_harmless(client, user, database):
+    client.page("/login")
+    response = client.form("/logout")
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+
+
+# --------------------------------------------------------------------------------------
+# Lockout and the same message for every wrong guess
+# --------------------------------------------------------------------------------------
+
+
+def alert_of(response) -> str:  # type: ignore[no-untyped-def]
+    text = html.unescape(response.text)
+    start = text.index('role="alert">') + len('role="alert">')
+    return text[start : text.index("</div>", start)].strip()
+
+
+def test_lockout_after_five_failures_for_fifteen_minutes(client, user, database):
+    for attempt in range(1, 6):
+        wrong = sign_in(client, password=f"wrong password {attempt}")
+        assert wrong.status_code == 401, attempt
+        assert alert_of(wrong) == BAD_CREDENTIALS
+    locked_user = reload_user(database)
+    assert locked_user.locked_until is not None
+    remaining = locked_user.locked_until - utcnow()
+    assert timedelta(minutes=14) < remaining <= timedelta(minutes=15)
+
+    refused = sign_in(client)  # the right password, but locked
+
+    assert refused.status_code == 429
+    assert alert_of(refused) == LOCKED
+    assert 800 < int(refused.headers["retry-after"]) <= 901
+    assert client.cookies.get(COOKIE) is None and rows(database) == []
+    assert sign_in(client, password="still wrong").status_code == 429
+    assert reload_user(database).locked_until == locked_user.locked_until  # not extended
+    kinds = [e.kind for e in query(database, select(SecurityEvent).order_by(SecurityEvent.id))]
+    assert kinds.count("sign_in_failed") == 5 and kinds.count("locked") == 1
+
+    # 15 minutes later: allowed again
+    with database.session() as db:
+        db.exec(update(User).values(locked_until=utcnow() - timedelta(seconds=1)))
+        db.commit()
+    allowed = sign_in(client)
+    assert allowed.status_code == 303 and allowed.headers["location"] == "/account"
+    after = reload_user(database)
+    assert after.failed_login_count == 0 and after.locked_until is None
+
+
+def test_success_resets_the_failure_count(client, user, database):
+    for _ in range(4):
+        assert sign_in(client, password="wrong password").status_code == 401
+    assert sign_in(client).status_code == 303
+    assert reload_user(database).failed_login_count == 0
+    for _ in range(4):
+        assert sign_in(client, password="wrong password").status_code == 401
+    assert reload_user(database).locked_until is None
+    assert sign_in(client).status_code == 303
+
+
+def test_lockout_counts_per_account(client, user, database):
+    with database.session() as db:
+        from web.users import create_user
+
+        create_user(db, "bob", PASSWORD, actor="admin")
+    for _ in range(5):
+        sign_in(client, username="bob", password="wrong password")
+    assert sign_in(client, username="bob").status_code == 429
+    assert sign_in(client).status_code == 303  # alice is not affected
+
+
+def test_unknown_user_and_wrong_password_look_the_same(client, user, database):
+    events_before = len(query(database, select(SecurityEvent)))
+    unknown = sign_in(client, username="nobody", password="some password")
+    wrong = sign_in(client, username="alice", password="some password")
+    assert unknown.status_code == wrong.status_code == 401
+    assert alert_of(unknown) == alert_of(wrong) == BAD_CREDENTIALS
+    assert 'value="nobody"' in unknown.text and 'value="alice"' in wrong.text  # kept to retry
+    assert rows(database) == []
+    assert len(query(database, select(User))) == 1
+    assert len(query(database, select(SecurityEvent))) == events_before + 1  # alice's failure
+
+
+def test_unusable_credentials_are_refused_without_counting(client, user, database):
+    for username, password, status in [
+        ("", PASSWORD, 422),
+        ("alice", "", 422),
+        ("a" * 65, PASSWORD, 401),
+        ("alice", "p" * 1025, 401),
+    ]:
+        response = sign_in(client, username=username, password=password)
+        assert response.status_code == status, (username[:5], password[:5])
+        assert 'role="alert"' in response.text
+    assert reload_user(database).failed_login_count == 0
+    assert rows(database) == []
+
+
+# --------------------------------------------------------------------------------------
+# return_to: local paths only
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("return_to", "location"),
+    [
+        ("/account", "/account"),
+        ("/account/sessions", "/account/sessions"),
+        ("//evil", "/account"),
+        ("/\\evil", "/account"),
+        ("https://evil", "/account"),
+        ("javascript:alert(1)", "/account"),
+        ("", "/account"),
+        ("/account\r\nSet-Cookie: x=1", "/account"),
+    ],
+    ids=[
+        "account",
+        "section",
+        "scheme-relative",
+        "backslash",
+        "absolute",
+        "javascript",
+        "empty",
+        "crlf",
+    ],
+)
+def test_return_to_only_local_paths(client, user, return_to, location):
+    response = sign_in(client, return_to=return_to)
+    assert response.status_code == 303
+    assert response.headers["location"] == location
+
+
+def test_return_to_on_the_login_page_and_when_signed_in(client, user):
+    foreign = ["//evil", "https://evil", "javascript:alert(1)"]
+    for return_to in foreign:
+        page = client.page(f"/login?return_to={return_to}")
+        assert return_to not in html.unescape(page.text)
+    sign_in(client)
+    for return_to in foreign:
+        again = client.get(f"/login?return_to={return_to}", follow_redirects=False)
+        assert again.status_code == 303 and again.headers["location"] == "/account"
+
+
+def test_return_to_kept_by_the_login_page(client, user):
+    page = client.page("/login?return_to=/account/sessions")
+    assert 'name="return_to" value="/account/sessions"' in page.text
