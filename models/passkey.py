@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import Column, Index, LargeBinary
+from sqlalchemy import Column, Index, LargeBinary, bindparam
 from sqlmodel import Field, Session, SQLModel, func, select
 
 from models.base import json_column, utcnow
@@ -28,9 +28,14 @@ class Passkey(SQLModel, table=True):
         return self.backup_eligible
 
 
+# Built once (statement construction and its cache key cost more than the query itself).
+_OF_USER = (
+    select(Passkey).where(Passkey.user_id == bindparam("user_id")).order_by(Passkey.created_at)
+)
+
+
 def passkeys_of(db: Session, user_id: int) -> list[Passkey]:
-    query = select(Passkey).where(Passkey.user_id == user_id).order_by(Passkey.created_at)
-    return list(db.exec(query))
+    return list(db.exec(_OF_USER, params={"user_id": user_id}))
 
 
 def passkey_count(db: Session, user_id: int) -> int:

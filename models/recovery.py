@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import Index
+from sqlalchemy import Index, bindparam
 from sqlmodel import Field, Session, SQLModel, func, select
 
 
@@ -15,9 +15,12 @@ class RecoveryCode(SQLModel, table=True):
     used_at: datetime | None = None
 
 
+# Built once (statement construction and its cache key cost more than the query itself).
+_REMAINING = select(func.count()).where(
+    RecoveryCode.user_id == bindparam("user_id"),
+    RecoveryCode.used_at.is_(None),  # type: ignore[union-attr]
+)
+
+
 def recovery_codes_remaining(db: Session, user_id: int) -> int:
-    query = select(func.count()).where(
-        RecoveryCode.user_id == user_id,
-        RecoveryCode.used_at.is_(None),  # type: ignore[union-attr]
-    )
-    return db.exec(query).one()
+    return db.exec(_REMAINING, params={"user_id": user_id}).one()

@@ -41,6 +41,8 @@ def normalize_username(username: str) -> str:
 
 
 def user_by_username(db: Session, username: str) -> User | None:
+    if "\x00" in username:  # no username has one (and PostgreSQL text can't hold it)
+        return None
     return db.exec(select(User).where(User.username_key == normalize_username(username))).first()
 
 

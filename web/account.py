@@ -39,9 +39,13 @@ def _is_bidi_control(ch: str) -> bool:
     return "\u202a" <= ch <= "\u202e" or "\u2066" <= ch <= "\u2069" or ch in "\u200e\u200f"
 
 
+MAX_ID = 2**31 - 1
+"""Ids are SQL INTEGER: a larger one in a URL can't exist (and the database would refuse it)."""
+
+
 def owned_passkey(db: Session, user_id: int, passkey_id: int) -> Passkey:
     """The user's own passkey, or a 404 (another user's id looks like an unknown one)."""
-    passkey = db.get(Passkey, passkey_id)
+    passkey = db.get(Passkey, passkey_id) if 0 < passkey_id <= MAX_ID else None
     if passkey is None or passkey.user_id != user_id:
         raise Refused(404, "That passkey was not found.")
     return passkey
@@ -82,7 +86,12 @@ def add_passkey(
         return passkey
 
     return ceremony.finish(
-        db, credential, purposes=("register",), binding=viewer.session.token_hash, effect=effect
+        db,
+        credential,
+        purposes=("register",),
+        binding=viewer.session.token_hash,
+        effect=effect,
+        ip=client.ip,
     )
 
 
@@ -119,7 +128,12 @@ def enable_2fa(
         return Enabled(token=token, codes=codes)
 
     return ceremony.finish(
-        db, credential, purposes=("enable-2fa",), binding=viewer.session.token_hash, effect=effect
+        db,
+        credential,
+        purposes=("enable-2fa",),
+        binding=viewer.session.token_hash,
+        effect=effect,
+        ip=client.ip,
     )
 
 
@@ -145,7 +159,12 @@ def disable_2fa(
         return _mark_step_up(db, viewer, settings, passkey)
 
     return ceremony.finish(
-        db, credential, purposes=("disable-2fa",), binding=viewer.session.token_hash, effect=effect
+        db,
+        credential,
+        purposes=("disable-2fa",),
+        binding=viewer.session.token_hash,
+        effect=effect,
+        ip=client.ip,
     )
 
 
@@ -205,7 +224,12 @@ def step_up_then(
         return _mark_step_up(db, viewer, settings, passkey), dict(challenge.data)
 
     return ceremony.finish(
-        db, credential, purposes=(purpose,), binding=viewer.session.token_hash, effect=effect
+        db,
+        credential,
+        purposes=(purpose,),
+        binding=viewer.session.token_hash,
+        effect=effect,
+        ip=client.ip,
     )
 
 
@@ -220,6 +244,8 @@ def regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -
 
 
 def revoke_session(db: Session, viewer: sessions.Viewer, session_id: int) -> None:
+    if not 0 < session_id <= MAX_ID:
+        raise Refused(404, "That session was not found.")
     target = db.exec(
         select(AuthSession).where(
             AuthSession.id == session_id, AuthSession.user_id == viewer.user.id

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlmodel import Session
 
 from models import WebAuthnChallenge
-from web import passkeys
+from web import events, passkeys
 from web.errors import Refused
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ def read_json(body: bytes) -> dict[str, Any]:
     """A JSON object from a request body, or a 400 with a plain message."""
     try:
         value = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: too deep
         raise Refused(400, NOT_JSON) from exc
     if not isinstance(value, dict):
         raise Refused(400, NOT_JSON)
@@ -49,6 +49,7 @@ def finish(
     purposes: tuple[str, ...],
     binding: str,
     effect: Callable[[WebAuthnChallenge], T],
+    ip: str,
     on_failure: Callable[[Refused], None] | None = None,
 ) -> T:
     """Consume the challenge, then apply `effect` atomically; commit either way."""
@@ -57,6 +58,9 @@ def finish(
         with db.begin_nested():
             result = effect(challenge)
     except Refused as refusal:
+        if isinstance(refusal, passkeys.SignCountRegression):  # possibly a cloned authenticator
+            passkey = refusal.passkey
+            events.record(db, passkey.user_id, "passkey_clone_suspected", ip=ip, name=passkey.name)
         if on_failure is not None:
             on_failure(refusal)
         db.commit()

@@ -41,9 +41,14 @@ def is_sqlite(url: str) -> bool:
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     path = url.removeprefix("sqlite:///")
+    # A request holds its connection until it ends (template rendering included), so more
+    # requests are in flight than the default pool of 5 keeps: without room, every extra
+    # one would open (and PRAGMA) a new connection and close it again.
+    pool: dict = {}
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+        pool = {"pool_size": 32, "max_overflow": 32}
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5}, **pool)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 from sqlalchemy.exc import OperationalError
 
@@ -59,12 +59,12 @@ def is_htmx(request: Request) -> bool:
 
 
 def message_for(exc: HTTPException) -> str:
+    """Our own refusals say what they mean; Litestar's ("Not Found", "Method Not Allowed",
+    "CSRF token verification failed", validation errors) get a plain sentence instead."""
     detail = exc.detail if isinstance(exc.detail, str) else ""
-    if isinstance(exc, ValidationException) or not detail or detail == "Bad Request":
-        return MESSAGES.get(exc.status_code, "The request could not be completed.")
-    if "Request Entity Too Large" in detail or exc.status_code == 413:
-        return MESSAGES[413]
-    return detail
+    if isinstance(exc, Refused) and detail and exc.status_code != 413:
+        return detail
+    return MESSAGES.get(exc.status_code, "The request could not be completed.")
 
 
 def refusal_response(request: Request, status: int, message: str, headers=None) -> Response:

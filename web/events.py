@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from models import SecurityEvent, utcnow
@@ -28,14 +29,17 @@ def record(
     )
 
 
+# Built once (statement construction and its cache key cost more than the query itself).
+_RECENT = (
+    select(SecurityEvent)
+    .where(SecurityEvent.user_id == bindparam("user_id"))
+    .order_by(col(SecurityEvent.created_at).desc(), col(SecurityEvent.id).desc())
+    .limit(bindparam("limit"))
+)
+
+
 def recent(db: Session, user_id: int, limit: int = RECENT) -> list[SecurityEvent]:
-    query = (
-        select(SecurityEvent)
-        .where(SecurityEvent.user_id == user_id)
-        .order_by(col(SecurityEvent.created_at).desc(), col(SecurityEvent.id).desc())
-        .limit(limit)
-    )
-    return list(db.exec(query))
+    return list(db.exec(_RECENT, params={"user_id": user_id, "limit": limit}))
 
 
 def describe(event: SecurityEvent) -> str:

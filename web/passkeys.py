@@ -22,8 +22,18 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
-from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers import (
+    base64url_to_bytes,
+    bytes_to_base64url,
+    decode_credential_public_key,
+    decoded_public_key_to_cryptography,
+)
+from webauthn.helpers.cose import COSECRV, COSEAlgorithmIdentifier
+from webauthn.helpers.decode_credential_public_key import (
+    DecodedEC2PublicKey,
+    DecodedOKPPublicKey,
+    DecodedRSAPublicKey,
+)
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
@@ -48,6 +58,11 @@ ALGORITHMS = [
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,
 ]
 KNOWN_TRANSPORTS = {t.value for t in AuthenticatorTransport}
+KEY_SHAPES = {  # what a public key of each offered algorithm must be (type, curve)
+    COSEAlgorithmIdentifier.ECDSA_SHA_256: (DecodedEC2PublicKey, COSECRV.P256),
+    COSEAlgorithmIdentifier.EDDSA: (DecodedOKPPublicKey, COSECRV.ED25519),
+    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256: (DecodedRSAPublicKey, None),
+}
 
 MALFORMED = "The passkey response was malformed. Please try again."
 FAILED = "The passkey could not be verified. Please try again."
@@ -245,7 +260,10 @@ def verify_registration(
         raise Refused(400, FAILED) from exc
     if verified.credential_id != raw_id:
         raise Refused(400, MALFORMED)
-    transports = credential.get("response", {}).get("transports") or []
+    _check_public_key(verified.credential_public_key)
+    transports = credential["response"].get("transports")  # unsigned: any JSON value
+    if not isinstance(transports, list):
+        transports = []
     return NewCredential(
         credential_id=verified.credential_id,
         public_key=verified.credential_public_key,
@@ -255,6 +273,19 @@ def verify_registration(
         backup_state=verified.credential_backed_up,
         transports=[t for t in transports if isinstance(t, str) and t in KNOWN_TRANSPORTS],
     )
+
+
+def _check_public_key(raw: bytes) -> None:
+    """With "none" attestation nothing vouches for the key: refuse one that could never
+    verify a signature (not on its curve, wrong type for its algorithm, bad numbers)."""
+    try:
+        decoded = decode_credential_public_key(raw)
+        shape, curve = KEY_SHAPES[decoded.alg]
+        if not isinstance(decoded, shape) or (curve is not None and decoded.crv != curve):
+            raise ValueError("key type does not match its algorithm")
+        decoded_public_key_to_cryptography(decoded)
+    except Exception as exc:  # whatever the library or cryptography raise: unusable
+        raise Refused(400, "The passkey's public key is malformed.") from exc
 
 
 def _raw_id(credential: dict[str, Any]) -> bytes:
@@ -301,7 +332,7 @@ def verify_authentication(
         raise Refused(400, "That passkey can't be used here.")
     if owner is not None:  # discoverable sign-in: the userHandle must name the owner
         handle = _user_handle(credential)
-        if handle is None or handle != owner.webauthn_handle:
+        if handle is None or handle != owner.webauthn_handle or passkey.user_id != owner.id:
             raise Refused(400, "That passkey does not belong to this account.")
     try:
         verified = verify_authentication_response(
@@ -330,7 +361,8 @@ def verify_authentication(
 
 
 def _user_handle(credential: dict[str, Any]) -> bytes | None:
-    handle = credential.get("response", {}).get("userHandle")
+    response = credential.get("response")  # any JSON value: only an object has members
+    handle = response.get("userHandle") if isinstance(response, dict) else None
     if not isinstance(handle, str) or not handle:
         return None
     try:

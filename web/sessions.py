@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
-from sqlalchemy import Executable
+from sqlalchemy import Executable, bindparam
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, delete, select, update
 
@@ -91,9 +91,12 @@ def start_session(
 def upgrade_session(
     db: Session, session: AuthSession, settings: Settings, *, factor: str, passkey_id: int | None
 ) -> str:
-    """Second factor verified: full, aal2, a new token. The caller commits."""
+    """A passkey or recovery code verified: full, aal2, a new token. The caller commits.
+    Used for the second factor at sign-in and for every step-up in a full session."""
     now = utcnow()
     token = new_token()
+    if session.state != FULL:  # the 24 h of a full session start now; a step-up keeps them
+        session.expires_at = now + timedelta(seconds=settings.session_absolute_ttl)
     session.token_hash = digest(token)
     session.state = FULL
     session.amr = ["pwd", factor] if "pwd" in session.amr else [factor]
@@ -101,7 +104,6 @@ def upgrade_session(
     session.mfa_verified = True
     session.auth_time = now
     session.last_seen_at = now
-    session.expires_at = now + timedelta(seconds=settings.session_absolute_ttl)
     if passkey_id is not None:
         session.passkey_id = passkey_id
         session.step_up_at = now
@@ -131,16 +133,39 @@ def _write_now(request: Request, db: Session, statement: Executable) -> None:
         db.commit()
 
 
+# Built once: on every signed-in request, building the statement (and its cache key) cost
+# more than running it.
+_BY_TOKEN = (
+    select(AuthSession, User)
+    .join(User, col(User.id) == col(AuthSession.user_id))
+    .where(AuthSession.token_hash == bindparam("token_hash"))
+)
+_LIVE_OF_USER = (
+    select(AuthSession)
+    .where(AuthSession.user_id == bindparam("user_id"), AuthSession.state == FULL)
+    .order_by(col(AuthSession.last_seen_at).desc())
+)
+
+
 def load(request: Request, db: Session) -> Viewer | None:
     """The session named by the cookie, if it exists and has not expired."""
     token = request.cookies.get(COOKIE)
     if not token or len(token) > 128:
         return None
-    row = db.exec(
-        select(AuthSession, User)
-        .join(User, col(User.id) == col(AuthSession.user_id))
-        .where(AuthSession.token_hash == digest(token))
-    ).first()
+    params = {"token_hash": digest(token)}
+    database = request.app.state.database
+    if request.method in SAFE_METHODS or database.read is database.write:
+        row = db.exec(_BY_TOKEN, params=params).first()
+    else:
+        # SQLite, a request that writes: its session takes the write lock (BEGIN IMMEDIATE)
+        # at its first statement, and the handler runs in another pool thread; held across
+        # that hop, the lock deadlocks once every pool thread (min(32, CPUs + 4)) waits for
+        # it. So read outside it; handlers re-read what they change (lock_user, UPDATE …
+        # WHERE), as on PostgreSQL, where this SELECT takes no lock either.
+        with database.session(write=False) as reader:
+            row = reader.exec(_BY_TOKEN, params=params).first()
+        if row is not None:
+            db.add_all(row)
     if row is None:
         return None
     session, user = row
@@ -232,9 +257,4 @@ def end_sessions_with_passkey(db: Session, passkey_id: int, keep_id: int) -> int
 
 
 def sessions_of(db: Session, user_id: int) -> list[AuthSession]:
-    query = (
-        select(AuthSession)
-        .where(AuthSession.user_id == user_id, AuthSession.state == FULL)
-        .order_by(col(AuthSession.last_seen_at).desc())
-    )
-    return list(db.exec(query))
+    return list(db.exec(_LIVE_OF_USER, params={"user_id": user_id}))

@@ -128,19 +128,8 @@ def passkey_sign_in(
         purposes=("login",),
         binding=binding,
         effect=effect,
-        on_failure=lambda refusal: _note_clone(db, refusal, client),
+        ip=client.ip,
     )
-
-
-def _note_clone(db: Session, refusal: Refused, client: ClientInfo) -> None:
-    if isinstance(refusal, passkeys.SignCountRegression):
-        events.record(
-            db,
-            refusal.passkey.user_id,
-            "passkey_clone_suspected",
-            ip=client.ip,
-            name=refusal.passkey.name,
-        )
 
 
 def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo) -> bool:
@@ -187,17 +176,14 @@ def second_factor_passkey(
         events.record(db, viewer.user.id, "sign_in", ip=client.ip, method=method, name=passkey.name)  # type: ignore[arg-type]
         return token
 
-    def on_failure(refusal: Refused) -> None:
-        _note_clone(db, refusal, client)
-        _fail_second_factor(db, viewer, client)
-
     return ceremony.finish(
         db,
         credential,
         purposes=("second-factor",),
         binding=session.token_hash,
         effect=effect,
-        on_failure=on_failure,
+        ip=client.ip,
+        on_failure=lambda _refusal: _fail_second_factor(db, viewer, client),
     )
 
 
@@ -256,4 +242,5 @@ def enroll_at_login(
         purposes=("enroll-at-login",),
         binding=viewer.session.token_hash,
         effect=effect,
+        ip=client.ip,
     )

@@ -248,6 +248,16 @@ def test_absolute_expiry_after_24_hours(client, user, database):
     assert rows(database) == []
 
 
+def test_a_step_up_does_not_restart_the_24_hours(auth, client, database):
+    auth.login()
+    assert auth.add_passkey("Key").status_code == 200
+    before = query(database, select(AuthSession))[0].expires_at
+    assert auth.enable_2fa().status_code == 200  # a passkey assertion: step-up, new token
+    (session,) = query(database, select(AuthSession))
+    assert session.acr == "aal2" and session.step_up_at is not None
+    assert session.expires_at == before
+
+
 def test_partial_session_expires_after_10_minutes(client, user, database):
     turn_on_2fa(database)
     assert sign_in(client).headers["location"] == "/login/2fa"
