@@ -460,3 +460,22 @@ def test_return_to_on_the_login_page_and_when_signed_in(client, user):
 def test_return_to_kept_by_the_login_page(client, user):
     page = client.page("/login?return_to=/account/sessions")
     assert 'name="return_to" value="/account/sessions"' in page.text
+
+
+def test_return_to_survives_the_second_factor(auth, client, database):
+    auth.login()
+    assert auth.add_passkey("Key").status_code == 200
+    assert auth.enable_2fa().status_code == 200
+    auth.logout()
+    client.page("/login?return_to=/account/sessions")
+    response = client.form(
+        "/login", {"username": "alice", "password": PASSWORD, "return_to": "/account/sessions"}
+    )
+    assert response.headers["location"] == "/login/2fa?return_to=/account/sessions"
+    page = client.page(response.headers["location"])
+    assert 'name="return_to" value="/account/sessions"' in page.text
+    credential = auth.assertion("/login/2fa/passkey/start")
+    finished = client.json_post(
+        "/login/2fa/passkey/finish", {"credential": credential, "return_to": "//evil.example"}
+    )
+    assert finished.headers["hx-redirect"] == "/account"  # only local paths

@@ -90,12 +90,15 @@ def login_binding(request: Request) -> str:
     return digest(nonce)
 
 
+HOME = "/account"
+
+
 def safe_return_to(value: str | None) -> str:
     """Only local paths: "/x" but never "//host" or "/\\host"."""
     if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
-        return "/account"
+        return HOME
     if any(ch in value for ch in "\r\n\t\\") or len(value) > 512:
-        return "/account"
+        return HOME
     return value
 
 

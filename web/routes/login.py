@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
@@ -15,6 +16,7 @@ from web.errors import Refused
 from web.routes.common import (
     CEREMONY_COOKIE,
     DB,
+    HOME,
     Current,
     client,
     field,
@@ -49,6 +51,12 @@ def login_page(
         status=status,
         headers=headers,
     )
+
+
+def return_to_of(fields: dict[str, Any]) -> str:
+    """The local path a ceremony's fields ask to continue to (else the account page)."""
+    value = fields.get("return_to")
+    return safe_return_to(value if isinstance(value, str) else None)
 
 
 class LoginController(Controller):
@@ -86,7 +94,10 @@ class LoginController(Controller):
                 status=refusal.status_code,
                 headers=refusal.headers,
             )
-        target = "/login/2fa" if outcome.partial else return_to
+        if outcome.partial:
+            target = "/login/2fa" + (f"?return_to={quote(return_to)}" if return_to != HOME else "")
+        else:
+            target = return_to
         return redirect(request, target, token=outcome.token)
 
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
@@ -125,9 +136,7 @@ class LoginController(Controller):
             login_binding(request),
             replaces=request.cookies.get(sessions.COOKIE),
         )
-        return_to = fields.get("return_to")
-        target = safe_return_to(return_to if isinstance(return_to, str) else None)
-        return redirect(request, target, token=token)
+        return redirect(request, return_to_of(fields), token=token)
 
 
 class SecondFactorController(Controller):
@@ -142,6 +151,7 @@ class SecondFactorController(Controller):
         db: DB,
         viewer: Current,
         *,
+        return_to: str,
         error: str = "",
         status: int = 200,
     ) -> Template:
@@ -150,20 +160,24 @@ class SecondFactorController(Controller):
             "enroll": twofactor.needs_enrollment_at_login(viewer.user, count),
             "default_passkey_name": default_passkey_name(request.headers.get("user-agent", "")),
             "error": error,
+            "return_to": return_to,
         }
         return render(
             request, page="pages/login_2fa.html", partial=None, context=context, status=status
         )
 
     @get("/", sync_to_thread=True)
-    def show(self, request: Request, db: DB, viewer: Current) -> Template:
-        return self._page(request, db, viewer)
+    def show(
+        self, request: Request, db: DB, viewer: Current, return_to: FromQuery[str] = ""
+    ) -> Template:
+        return self._page(request, db, viewer, return_to=safe_return_to(return_to))
 
     @post("/recovery", sync_to_thread=True)
     def recovery_code(
         self, request: Request, db: DB, viewer: Current, data: URLEncodedBody[dict[str, Any]]
     ) -> Template | Response:
         code = field(data, "code")
+        return_to = safe_return_to(field(data, "return_to"))
         try:
             rate_limit(request, "sign-in")
             token, _ = signin.second_factor_code(
@@ -173,9 +187,14 @@ class SecondFactorController(Controller):
             if refusal.status_code == 401:
                 raise
             return self._page(
-                request, db, viewer, error=str(refusal.detail), status=refusal.status_code
+                request,
+                db,
+                viewer,
+                return_to=return_to,
+                error=str(refusal.detail),
+                status=refusal.status_code,
             )
-        return redirect(request, "/account", token=token)
+        return redirect(request, return_to, token=token)
 
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
     def passkey_start(self, request: Request, db: DB, viewer: Current) -> Response:
@@ -197,11 +216,11 @@ class SecondFactorController(Controller):
 
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
     def passkey_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
-        credential, _ = ceremony.read_credential(body)
+        credential, fields = ceremony.read_credential(body)
         token = signin.second_factor_passkey(
             db, settings_of(request), client(request), viewer, credential
         )
-        return redirect(request, "/account", token=token)
+        return redirect(request, return_to_of(fields), token=token)
 
     @post("/enroll/start", sync_to_thread=True, opt=JSON)
     def enroll_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
@@ -232,7 +251,11 @@ class SecondFactorController(Controller):
         token, codes = signin.enroll_at_login(
             db, settings_of(request), client(request), viewer, credential, name
         )
-        context = {"codes": codes, "codes_title": "Save your recovery codes"}
+        context = {
+            "codes": codes,
+            "codes_title": "Save your recovery codes",
+            "continue_to": return_to_of(fields),
+        }
         return render(
             request,
             page="pages/enrolled.html",
