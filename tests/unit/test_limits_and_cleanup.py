@@ -3,16 +3,19 @@ clean-up of expired rows."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 
 import pytest
 from sqlmodel import select, update
 
-from models import AuthSession, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
-from tests.unit.conftest import ORIGIN, Client, query
+from models import AuthSession, Passkey, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
+from tests.unit.conftest import ORIGIN, PASSWORD, Auth, Client, query
 from web.app import create_app
 from web.cleanup import cleanup
 from web.client import client_ip
+from web.db import connect, upgrade
+from web.users import create_user
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +116,32 @@ def test_cleanup_deletes_what_expired_and_keeps_the_rest(auth, client, database,
         db.commit()
     assert cleanup(database, settings)["sessions"] == live_sessions
     assert client.get("/account", follow_redirects=False).status_code == 303
+
+
+def test_a_locked_sqlite_database_answers_503_and_changes_nothing(settings, tmp_path, authn):
+    """Another writer holds SQLite's lock past the busy timeout: a clear 503, no change.
+    (SQLite on purpose, whichever database the rest of the run uses.)"""
+    url = f"sqlite:///{tmp_path}/locked.db"
+    upgrade(url)
+    database = connect(url)
+    with database.session() as db:
+        create_user(db, "alice", PASSWORD, actor="admin")
+    app = create_app(settings.with_(database_url=url), database)
+    with Client(app=app, base_url=ORIGIN) as client:
+        auth = Auth(client, authn)
+        auth.login()
+        assert auth.add_passkey("Before").status_code == 200
+        (passkey,) = query(database, select(Passkey))
+        blocker = sqlite3.connect(tmp_path / "locked.db", timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            path = f"/account/passkeys/{passkey.id}/rename"
+            response = client.htmx("POST", path, {"name": "After"})
+        finally:
+            blocker.rollback()
+            blocker.close()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "busy" in response.text
+    assert [p.name for p in query(database, select(Passkey))] == ["Before"]
+    database.dispose()
