@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from web.views import EventView, PasskeyView, SessionView, two_factor_view
+from web.views import SECTION_STATE, EventView, PasskeyView, SessionView, two_factor_view
 
 
 @dataclass
@@ -59,23 +59,8 @@ def account(
         "sessions": SESSIONS,
         "events": EVENTS,
         "default_passkey_name": "Chrome on Mac OS X",
-        "tf_mode": "view",
-        "codes": [],
-        "codes_title": "Save your recovery codes",
-        "tf_error": "",
-        "pk_editing": None,
-        "pk_confirming": None,
-        "pk_step_up": None,
-        "pk_error": "",
-        "pk_name_value": "",
-        "rc_mode": "view",
-        "rc_error": "",
-        "notice": "",
-        "notice_in": "",
-        "signal": None,
     }
-    context.update(state)
-    return context
+    return {**context, **SECTION_STATE, **state}
 
 
 def login(**state: Any) -> dict[str, Any]:

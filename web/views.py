@@ -11,7 +11,7 @@ from sqlmodel import Session
 from user_agents import parse as parse_user_agent
 from webauthn.helpers import bytes_to_base64url
 
-from models import AuthSession, Passkey, SecurityEvent, User, utcnow
+from models import AuthSession, Passkey, SecurityEvent, User
 from models.passkey import passkeys_of
 from models.recovery import recovery_codes_remaining
 from web import events, sessions, twofactor
@@ -190,6 +190,26 @@ def two_factor_view(user: User, passkey_count: int, recovery_remaining: int) -> 
     }
 
 
+# What each section of the account page shows: its normal state unless a handler says
+# otherwise (a swap showing a step, a form with its error, a notice).
+SECTION_STATE: dict[str, Any] = {
+    "tf_mode": "view",  # two-factor card: view | enroll | disable | codes
+    "codes": [],  # new recovery codes, shown once
+    "codes_title": "Save your recovery codes",
+    "tf_error": "",
+    "pk_editing": None,  # passkey id with its rename form open
+    "pk_confirming": None,  # passkey id asking "Remove passkey?"
+    "pk_step_up": None,  # passkey id waiting for a passkey verification before removal
+    "pk_error": "",
+    "pk_name_value": "",
+    "rc_mode": "view",  # recovery codes: view | step-up | codes
+    "rc_error": "",
+    "notice": "",
+    "notice_in": "",  # the section the notice belongs to
+    "signal": None,  # after a removal: the passkeys a password manager should keep
+}
+
+
 def account_context(
     db: Session, settings: Settings, viewer: sessions.Viewer, user_agent: str, **state: Any
 ) -> dict[str, Any]:
@@ -211,22 +231,5 @@ def account_context(
         "sessions": [session_view(s, viewer.session.id) for s in live],
         "events": event_views(events.recent(db, user.id)),  # type: ignore[arg-type]
         "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),
-        # per-section state (what a swap is showing): overridden by handlers
-        "tf_mode": "view",  # view | enroll | disable | codes
-        "codes": [],
-        "codes_title": "Save your recovery codes",
-        "tf_error": "",
-        "pk_editing": None,
-        "pk_confirming": None,
-        "pk_step_up": None,
-        "pk_error": "",
-        "pk_name_value": "",
-        "rc_mode": "view",  # view | step-up | codes
-        "rc_error": "",
-        "notice": "",
-        "notice_in": "",  # the section the notice belongs to
-        "signal": None,  # after a removal: the passkeys a password manager should keep
-        "now": utcnow(),
     }
-    context.update(state)
-    return context
+    return {**context, **SECTION_STATE, **state}
