@@ -326,6 +326,9 @@ def test_admin_override_turns_it_off(page, server, authenticator):
 def test_admin_requiring_2fa_sends_a_live_session_to_the_second_factor(page, server, authenticator):
     username = signed_in(page, server)
     add_passkey(page, "Laptop")
+    # let the sections' background refreshes after the change finish first: any of them
+    # would itself be "the next request" and take the page to /login/2fa
+    page.wait_for_load_state("networkidle")
     server.set_required(username, True)
     # The next request, even an htmx one, goes to /login/2fa.
     page.locator("#passkeys").get_by_role("link", name="Rename").click()
