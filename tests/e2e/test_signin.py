@@ -164,8 +164,10 @@ def test_passkey_button_cancelled_shows_a_message_and_signs_nobody_in(
 ):
     _, credentials = user_with_passkey(browser, server)
     page.goto(f"{server.base_url}/login")
+    # the person will cancel the prompt; set before the credential is there, so the page's
+    # passkey autofill can't pick it up first
+    authenticator.set_user_verified(False)
     put_credentials(authenticator, credentials)
-    authenticator.set_user_verified(False)  # the person cancels the prompt
     page.get_by_role("button", name="Sign in with a passkey").click()
     expect(page.locator("[data-passkey-status]")).to_have_text(
         "The passkey request was cancelled or timed out. Nothing was changed."

@@ -1,0 +1,1 @@
+"""`make bench`: seed, serve, load, report (see bench/run.py)."""
