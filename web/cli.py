@@ -202,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Running upgrade …" only if asked
     args = parser().parse_args(argv)
     if args.command == "serve":
         serve(args)
