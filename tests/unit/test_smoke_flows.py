@@ -50,3 +50,15 @@ def test_add_passkey_enable_2fa_and_second_factor(auth, client, database):
     assert sessions[0].acr == "aal2"
     assert client.page("/account").status_code == 200
     assert len(query(database, select(Passkey))) == 1
+
+
+def test_every_section_answers_its_partial_and_the_page(auth, client):
+    """Each section is reachable on its own (htmx) and as the whole page (no JS)."""
+    auth.login()
+    for name in ["two-factor", "passkeys", "recovery-codes", "sessions", "activity"]:
+        partial = client.htmx("GET", f"/account/{name}")
+        assert partial.status_code == 200, name
+        assert f'id="{name}"' in partial.text and "<html" not in partial.text
+        page = client.get(f"/account/{name}")
+        assert page.status_code == 200 and "<html" in page.text, name
+        assert page.headers["vary"] == "HX-Request"
