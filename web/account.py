@@ -6,8 +6,9 @@ user's row so that concurrent requests decide on fresh data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import Session, select
 
@@ -20,6 +21,7 @@ from web.settings import Settings
 from web.users import lock_user
 
 NAME_MAX = 64
+T = TypeVar("T")
 
 
 def clean_name(raw: Any) -> str:
@@ -61,9 +63,7 @@ def _mark_step_up(
     db: Session, viewer: sessions.Viewer, settings: Settings, passkey: Passkey
 ) -> str:
     """A passkey assertion in this session: step-up time, aal2, new token."""
-    session = db.get(AuthSession, viewer.session.id)
-    if session is None:
-        raise Refused(401, "Your session ended. Please sign in again.")
+    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
     factor = twofactor.amr_for_passkey(passkey.backup_eligible)
     token = sessions.upgrade_session(db, session, settings, factor=factor, passkey_id=passkey.id)
     viewer.session = session
@@ -196,7 +196,15 @@ def check_removal(db: Session, viewer: sessions.Viewer, passkey_id: int) -> Pass
 def remove_passkey(
     db: Session, client: ClientInfo, viewer: sessions.Viewer, passkey_id: int
 ) -> None:
-    """Remove (the caller has checked step-up); other sessions signed in with it end."""
+    """Remove (the caller has checked step-up) and commit."""
+    _remove_passkey(db, client, viewer, passkey_id)
+    db.commit()
+
+
+def _remove_passkey(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, passkey_id: int
+) -> None:
+    """Remove a passkey (the caller commits); other sessions signed in with it end."""
     passkey = check_removal(db, viewer, passkey_id)
     events.record(db, viewer.user.id, "passkey_removed", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
     sessions.end_sessions_with_passkey(db, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
@@ -206,22 +214,24 @@ def remove_passkey(
             session.passkey_id = None
             db.add(session)
     db.delete(passkey)
-    db.commit()
 
 
-def step_up_then(
+def _step_up_then(
     db: Session,
     settings: Settings,
     client: ClientInfo,
     viewer: sessions.Viewer,
     credential: dict[str, Any],
     purpose: str,
-) -> tuple[str, dict[str, Any]]:
-    """A step-up assertion for `purpose`; returns (new token, the challenge's data)."""
+    action: Callable[[dict[str, Any]], T],
+) -> tuple[str, T]:
+    """A step-up assertion for `purpose`, then `action(challenge data)`, in one transaction:
+    if the action is refused, the step-up (and its new token) is undone with it."""
 
-    def effect(challenge: Any) -> tuple[str, dict[str, Any]]:
+    def effect(challenge: Any) -> tuple[str, T]:
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
-        return _mark_step_up(db, viewer, settings, passkey), dict(challenge.data)
+        token = _mark_step_up(db, viewer, settings, passkey)
+        return token, action(dict(challenge.data))
 
     return ceremony.finish(
         db,
@@ -233,13 +243,54 @@ def step_up_then(
     )
 
 
+def remove_passkey_after_step_up(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+) -> str:
+    """Verify with a passkey, then remove the passkey the ceremony was started for."""
+
+    def remove(data: dict[str, Any]) -> None:
+        _remove_passkey(db, client, viewer, int(data["passkey_id"]))
+
+    token, _ = _step_up_then(db, settings, client, viewer, credential, "remove-passkey", remove)
+    return token
+
+
+def regenerate_codes_after_step_up(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+) -> tuple[str, list[str]]:
+    """Verify with a passkey, then replace the recovery codes."""
+    return _step_up_then(
+        db,
+        settings,
+        client,
+        viewer,
+        credential,
+        "recovery-codes",
+        lambda _data: _regenerate_codes(db, client, viewer),
+    )
+
+
 def regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> list[str]:
+    """Replace the recovery codes (the caller has checked step-up) and commit."""
+    codes = _regenerate_codes(db, client, viewer)
+    db.commit()
+    return codes
+
+
+def _regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> list[str]:
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
     if not twofactor.shows_recovery_codes(user):
         raise Refused(409, "Recovery codes are only used while two-factor authentication is on.")
     codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
     events.record(db, user.id, "recovery_codes_regenerated", ip=client.ip)  # type: ignore[arg-type]
-    db.commit()
     return codes
 
 

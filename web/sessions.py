@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import quote
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
@@ -21,7 +22,7 @@ from models.session import FULL, PARTIAL
 from web import twofactor
 from web.client import ClientInfo
 from web.db import SAFE_METHODS
-from web.errors import RedirectTo
+from web.errors import RedirectTo, Refused
 from web.settings import Settings
 from web.tokens import digest, new_token
 
@@ -196,9 +197,10 @@ def _demote(request: Request, db: Session, viewer: Viewer) -> None:
 
 
 def login_url(request: Request) -> str:
+    """Sign-in, coming back to the page asked for (percent-encoded: it goes into headers)."""
     path = request.url.path
     if request.method == "GET" and path not in {"/", "/account"}:
-        return f"/login?return_to={path}"
+        return f"/login?return_to={quote(path, safe='/')}"
     return "/login"
 
 
@@ -234,6 +236,24 @@ def provide_pending(request: Request, db: NamedDependency[Session]) -> Viewer:
 
 def end_session(db: Session, session_id: int) -> None:
     db.exec(delete(AuthSession).where(col(AuthSession.id) == session_id))
+
+
+def reread(db: Session, session_id: int) -> AuthSession:
+    """The session row as the database has it now, locked for this transaction; a 401 when
+    another request ended it meanwhile (sign out elsewhere, "sign out all other sessions")."""
+    session = db.get(AuthSession, session_id, populate_existing=True, with_for_update=True)
+    if session is None:
+        raise Refused(401, "Your session ended. Please sign in again.")
+    return session
+
+
+def end_partial_sessions(db: Session, user_id: int) -> None:
+    """A lockout ends every sign-in of the user that is still waiting for a second factor."""
+    db.exec(
+        delete(AuthSession).where(
+            col(AuthSession.user_id) == user_id, col(AuthSession.state) == PARTIAL
+        )
+    )
 
 
 def end_session_by_token(db: Session, token: str | None) -> None:

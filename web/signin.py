@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlmodel import Session, col, update
 
-from models import AuthSession, User, utcnow
+from models import User, utcnow
 from models.passkey import passkey_count
 from models.recovery import recovery_codes_remaining
 from models.user import user_by_handle, user_by_username
@@ -150,8 +150,16 @@ def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo
         .values(locked_until=locked_until, failed_login_count=0)
     )
     events.record(db, viewer.user.id, "locked", ip=client.ip)  # type: ignore[arg-type]
-    sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
+    sessions.end_partial_sessions(db, viewer.user.id)  # type: ignore[arg-type]
     return True
+
+
+def _refuse_if_locked(db: Session, viewer: sessions.Viewer) -> User:
+    """The user, locked for this transaction; a locked account finishes no second factor."""
+    user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+    if twofactor.is_locked(user.locked_until, utcnow()):
+        raise Refused(401, TOO_MANY_SECOND_FACTOR)
+    return user
 
 
 def second_factor_passkey(
@@ -165,11 +173,10 @@ def second_factor_passkey(
     session = viewer.session
 
     def effect(challenge: Any) -> str:
+        _refuse_if_locked(db, viewer)
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
-        fresh = db.get(AuthSession, session.id)
-        if fresh is None:
-            raise Refused(401, "Your sign-in expired. Please sign in again.")
+        fresh = sessions.reread(db, session.id)  # type: ignore[arg-type]
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
         db.exec(update(User).where(col(User.id) == viewer.user.id).values(failed_login_count=0))
         method = "pwd+passkey" if "pwd" in fresh.amr else "passkey"
@@ -191,7 +198,12 @@ def second_factor_code(
     db: Session, settings: Settings, client: ClientInfo, viewer: sessions.Viewer, code: str
 ) -> tuple[str, int]:
     """One unused recovery code: upgrade to aal2 (amr pwd+otp). Returns (token, remaining)."""
-    user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+    try:
+        user = _refuse_if_locked(db, viewer)
+    except Refused:
+        sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
+        db.commit()
+        raise
     if len(code) > 64 or not recovery.use(db, user.id, code):  # type: ignore[arg-type]
         ended = _fail_second_factor(db, viewer, client)
         db.commit()
@@ -201,7 +213,8 @@ def second_factor_code(
     remaining = recovery_codes_remaining(db, user.id)  # type: ignore[arg-type]
     user.failed_login_count = 0
     db.add(user)
-    token = sessions.upgrade_session(db, viewer.session, settings, factor="otp", passkey_id=None)
+    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+    token = sessions.upgrade_session(db, session, settings, factor="otp", passkey_id=None)
     events.record(db, user.id, "recovery_code_used", ip=client.ip, remaining=remaining)  # type: ignore[arg-type]
     events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+otp")  # type: ignore[arg-type]
     db.commit()
@@ -228,9 +241,7 @@ def enroll_at_login(
         user.failed_login_count = 0
         db.add(user)
         events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
-        fresh = db.get(AuthSession, viewer.session.id)
-        if fresh is None:
-            raise Refused(401, "Your sign-in expired. Please sign in again.")
+        fresh = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
         events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=name)  # type: ignore[arg-type]

@@ -335,10 +335,9 @@ class AccountController(Controller):
     @post("/passkeys/remove/finish", sync_to_thread=True, opt=JSON)
     def remove_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, _ = ceremony.read_credential(body)
-        token, facts = account.step_up_then(
-            db, settings_of(request), client(request), viewer, credential, "remove-passkey"
+        token = account.remove_passkey_after_step_up(
+            db, settings_of(request), client(request), viewer, credential
         )
-        account.remove_passkey(db, client(request), viewer, int(facts["passkey_id"]))
         return removed(request, db, viewer, token=token)
 
     # ---- Recovery codes --------------------------------------------------------------
@@ -380,10 +379,9 @@ class AccountController(Controller):
         self, request: Request, db: DB, viewer: Current, body: RawBody
     ) -> Template:
         credential, _ = ceremony.read_credential(body)
-        token, _ = account.step_up_then(
-            db, settings_of(request), client(request), viewer, credential, "recovery-codes"
+        token, codes = account.regenerate_codes_after_step_up(
+            db, settings_of(request), client(request), viewer, credential
         )
-        codes = account.regenerate_codes(db, client(request), viewer)
         return section(
             request,
             db,
