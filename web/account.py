@@ -59,6 +59,25 @@ class Enabled:
     codes: list[str]
 
 
+def _finish(
+    db: Session,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+    purpose: str,
+    effect: Callable[[Any], T],
+) -> T:
+    """Finish a ceremony of this signed-in session (its challenge is bound to the session)."""
+    return ceremony.finish(
+        db,
+        credential,
+        purposes=(purpose,),
+        binding=viewer.session.token_hash,
+        effect=effect,
+        ip=client.ip,
+    )
+
+
 def _mark_step_up(
     db: Session, viewer: sessions.Viewer, settings: Settings, passkey: Passkey
 ) -> str:
@@ -85,14 +104,7 @@ def add_passkey(
         events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
         return passkey
 
-    return ceremony.finish(
-        db,
-        credential,
-        purposes=("register",),
-        binding=viewer.session.token_hash,
-        effect=effect,
-        ip=client.ip,
-    )
+    return _finish(db, client, viewer, credential, "register", effect)
 
 
 def enable_2fa(
@@ -127,14 +139,7 @@ def enable_2fa(
         viewer.user = user
         return Enabled(token=token, codes=codes)
 
-    return ceremony.finish(
-        db,
-        credential,
-        purposes=("enable-2fa",),
-        binding=viewer.session.token_hash,
-        effect=effect,
-        ip=client.ip,
-    )
+    return _finish(db, client, viewer, credential, "enable-2fa", effect)
 
 
 def disable_2fa(
@@ -158,14 +163,7 @@ def disable_2fa(
         viewer.user = user
         return _mark_step_up(db, viewer, settings, passkey)
 
-    return ceremony.finish(
-        db,
-        credential,
-        purposes=("disable-2fa",),
-        binding=viewer.session.token_hash,
-        effect=effect,
-        ip=client.ip,
-    )
+    return _finish(db, client, viewer, credential, "disable-2fa", effect)
 
 
 def rename_passkey(
@@ -233,14 +231,7 @@ def _step_up_then(
         token = _mark_step_up(db, viewer, settings, passkey)
         return token, action(dict(challenge.data))
 
-    return ceremony.finish(
-        db,
-        credential,
-        purposes=(purpose,),
-        binding=viewer.session.token_hash,
-        effect=effect,
-        ip=client.ip,
-    )
+    return _finish(db, client, viewer, credential, purpose, effect)
 
 
 def remove_passkey_after_step_up(
