@@ -31,10 +31,6 @@ class User(SQLModel, table=True):
     locked_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
-    @property
-    def effective_2fa(self) -> bool:
-        return self.requires_2fa or self.user_2fa_enabled
-
 
 def normalize_username(username: str) -> str:
     return username.strip().lower()

@@ -12,13 +12,14 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session, select
 
-from models import AuthSession, Passkey, utcnow
+from models import AuthSession, Passkey, User, WebAuthnChallenge, utcnow
 from models.passkey import passkey_count
 from web import ceremony, events, passkeys, recovery, sessions, twofactor
 from web.client import ClientInfo
 from web.errors import Refused
 from web.settings import Settings
 from web.users import lock_user
+from web.views import name_for_new_passkey
 
 NAME_MAX = 64
 T = TypeVar("T")
@@ -89,6 +90,24 @@ def _mark_step_up(
     return token
 
 
+def register_passkey(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    user: User,
+    challenge: WebAuthnChallenge,
+    credential: dict[str, Any],
+    name: str,
+) -> Passkey:
+    """Verify a registration and store the passkey with its event (the caller commits).
+    An untouched prefilled name gives way to the provider's, when the AAGUID is known."""
+    new = passkeys.verify_registration(settings, challenge, credential)
+    name = name_for_new_passkey(name, new.aaguid, client.user_agent)
+    passkey = passkeys.store_passkey(db, user, new, name)
+    events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
+    return passkey
+
+
 def add_passkey(
     db: Session,
     settings: Settings,
@@ -99,10 +118,7 @@ def add_passkey(
 ) -> Passkey:
     def effect(challenge: Any) -> Passkey:
         user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-        new = passkeys.verify_registration(settings, challenge, credential)
-        passkey = passkeys.store_passkey(db, user, new, name)
-        events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
-        return passkey
+        return register_passkey(db, settings, client, user, challenge, credential, name)
 
     return _finish(db, client, viewer, credential, "register", effect)
 
@@ -124,9 +140,7 @@ def enable_2fa(
             raise Refused(decision.status, decision.message)
         if challenge.data.get("mode") == "new":
             name = challenge.data["name"]
-            new = passkeys.verify_registration(settings, challenge, credential)
-            passkey = passkeys.store_passkey(db, user, new, name)
-            events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
+            passkey = register_passkey(db, settings, client, user, challenge, credential, name)
         else:
             passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         user.user_2fa_enabled = True

@@ -15,7 +15,6 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from sqlalchemy.exc import OperationalError
 
-from web import twofactor
 from web.db import Database, connect, provide_db
 from web.errors import (
     RedirectTo,
@@ -41,7 +40,6 @@ def configure_templates(settings: Settings):  # type: ignore[no-untyped-def]
         env = engine.engine
         env.undefined = StrictUndefined
         env.auto_reload = settings.dev
-        env.globals["rules"] = twofactor
         env.globals["htmx_file"] = HTMX_FILE
         env.globals["dev"] = settings.dev
         env.filters["when"] = when

@@ -87,8 +87,3 @@ def is_warning(event: SecurityEvent) -> bool:
         "locked",
         "passkey_clone_suspected",
     }
-
-
-def since(event: SecurityEvent) -> str:
-    seconds = int((utcnow() - event.created_at).total_seconds())
-    return f"{seconds}s"

@@ -16,6 +16,7 @@ from models.passkey import passkey_count
 from models.recovery import recovery_codes_remaining
 from models.user import user_by_handle, user_by_username
 from web import ceremony, events, passkeys, recovery, sessions, twofactor
+from web.account import register_passkey
 from web.client import ClientInfo
 from web.errors import Refused
 from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
@@ -235,16 +236,14 @@ def enroll_at_login(
         user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
         if not twofactor.needs_enrollment_at_login(user, passkey_count(db, user.id)):  # type: ignore[arg-type]
             raise Refused(409, "This account already has a passkey. Verify with it instead.")
-        new = passkeys.verify_registration(settings, challenge, credential)
-        passkey = passkeys.store_passkey(db, user, new, name)
+        passkey = register_passkey(db, settings, client, user, challenge, credential, name)
         codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
         user.failed_login_count = 0
         db.add(user)
-        events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
         fresh = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
-        events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=name)  # type: ignore[arg-type]
+        events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=passkey.name)  # type: ignore[arg-type]
         return token, codes
 
     return ceremony.finish(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -61,8 +62,14 @@ def default_passkey_name(user_agent: str, taken: list[str] | None = None) -> str
     return f"{base} ({n})"
 
 
-def provider_name(aaguid: str) -> str | None:
-    return PROVIDERS.get(aaguid)
+def name_for_new_passkey(chosen: str, aaguid: str, user_agent: str) -> str:
+    """What a new passkey is called: what the person typed, except that the untouched
+    prefilled default ("Chrome on Mac OS X", "… (2)") gives way to the provider's name when
+    the authenticator's AAGUID is a known one ("iCloud Keychain")."""
+    provider = PROVIDERS.get(aaguid)
+    base = default_passkey_name(user_agent)
+    untouched = chosen == base or re.fullmatch(rf"{re.escape(base)} \(\d+\)", chosen)
+    return provider if provider and untouched else chosen
 
 
 def when(moment: datetime | None) -> str:

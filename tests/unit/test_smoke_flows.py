@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import uuid
 
+import pytest
 from sqlmodel import select
 
 from models import AuthSession, Passkey, RecoveryCode
-from tests.unit.conftest import query, reload_user
+from tests.softauthn import SoftAuthenticator
+from tests.unit.conftest import ORIGIN, query, reload_user
 
 
 def test_password_sign_in_reaches_account_page(auth, client):
@@ -62,3 +65,28 @@ def test_every_section_answers_its_partial_and_the_page(auth, client):
         page = client.get(f"/account/{name}")
         assert page.status_code == 200 and "<html" in page.text, name
         assert page.headers["vary"] == "HX-Request"
+
+
+ICLOUD = uuid.UUID("fbfc3007-154e-4ecc-8c0b-6e020557d7bd").bytes
+
+
+@pytest.mark.parametrize(
+    ("aaguid", "typed", "stored"),
+    [
+        (ICLOUD, None, "iCloud Keychain"),  # the prefilled default, untouched
+        (ICLOUD, "Work laptop", "Work laptop"),  # what the person typed wins
+        (bytes(16), None, "Passkey"),  # unknown provider: the browser-and-OS default
+    ],
+)
+def test_a_new_passkey_is_named_after_its_provider_when_known(
+    auth, client, database, aaguid, typed, stored
+):
+    auth.login()
+    page = client.page("/account")
+    default = re.search(r'id="new-passkey-name"[^>]*value="([^"]*)"', page.text)
+    default = default or re.search(r'value="([^"]*)"[^>]*id="new-passkey-name"', page.text)
+    name = typed or default.group(1)
+    auth.authn = SoftAuthenticator(rp_id="localhost", origin=ORIGIN, aaguid=aaguid)
+    response = auth.add_passkey(name)
+    assert response.status_code == 200, response.text
+    assert [p.name for p in query(database, select(Passkey))] == [stored]

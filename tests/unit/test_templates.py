@@ -11,7 +11,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar.testing import TestClient
 
 from models import SecurityEvent
-from web import twofactor
 from web.app import HTMX_FILE, create_app
 from web.design import SAMPLES, render_sample
 from web.views import PasskeyView, event_views, when
@@ -24,7 +23,7 @@ def environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=True
     )
-    env.globals.update(rules=twofactor, htmx_file=HTMX_FILE, dev=False)
+    env.globals.update(htmx_file=HTMX_FILE, dev=False)
     env.filters["when"] = when
     return env
 
