@@ -25,6 +25,12 @@ NAME_MAX = 64
 T = TypeVar("T")
 
 
+def require(decision: twofactor.Decision) -> None:
+    """Turn a refusal of the rules (web.twofactor) into the answer the user sees."""
+    if not decision.allowed:
+        raise Refused(decision.status, decision.message)
+
+
 def clean_name(raw: Any) -> str:
     """A passkey name: 1–64 printable characters, trimmed (HTML is escaped on output)."""
     if not isinstance(raw, str):
@@ -135,9 +141,7 @@ def enable_2fa(
 
     def effect(challenge: Any) -> Enabled:
         user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-        decision = twofactor.can_enable(user)
-        if not decision.allowed:
-            raise Refused(decision.status, decision.message)
+        require(twofactor.can_enable(user))
         if challenge.data.get("mode") == "new":
             name = challenge.data["name"]
             passkey = register_passkey(db, settings, client, user, challenge, credential, name)
@@ -165,9 +169,7 @@ def disable_2fa(
 ) -> str:
     def effect(challenge: Any) -> str:
         user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-        decision = twofactor.can_disable(user)
-        if not decision.allowed:
-            raise Refused(decision.status, decision.message)
+        require(twofactor.can_disable(user))
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         user.user_2fa_enabled = False
         user.user_2fa_enabled_at = None
@@ -199,9 +201,7 @@ def check_removal(db: Session, viewer: sessions.Viewer, passkey_id: int) -> Pass
     """Refuse at once what the rules refuse anyway (the last passkey with 2FA on)."""
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
     passkey = owned_passkey(db, user.id, passkey_id)  # type: ignore[arg-type]
-    decision = twofactor.can_remove_passkey(user, passkey_count(db, user.id))  # type: ignore[arg-type]
-    if not decision.allowed:
-        raise Refused(decision.status, decision.message)
+    require(twofactor.can_remove_passkey(user, passkey_count(db, user.id)))  # type: ignore[arg-type]
     return passkey
 
 
@@ -292,8 +292,7 @@ def regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -
 
 def _regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> list[str]:
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-    if not twofactor.shows_recovery_codes(user):
-        raise Refused(409, "Recovery codes are only used while two-factor authentication is on.")
+    require(twofactor.can_regenerate_codes(user))
     codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
     events.record(db, user.id, "recovery_codes_regenerated", ip=client.ip)  # type: ignore[arg-type]
     return codes

@@ -15,6 +15,7 @@ MAX_FAILED_ATTEMPTS = 5
 LOCKOUT = timedelta(minutes=15)
 
 ADMIN_REQUIRES = "Your administrator requires two-factor authentication"
+NO_CODES = "Recovery codes are only used while two-factor authentication is on."
 LAST_PASSKEY = (
     "You can't remove your last passkey while two-factor authentication is on. "
     "Add another passkey first, or turn two-factor authentication off."
@@ -118,6 +119,11 @@ def needs_step_up(session: SessionFacts, now: datetime) -> bool:
 
 def shows_recovery_codes(user: UserFlags) -> bool:
     return effective(user)
+
+
+def can_regenerate_codes(user: UserFlags) -> Decision:
+    """Recovery codes exist only while effective 2FA is on."""
+    return ALLOWED if effective(user) else refuse(409, NO_CODES)
 
 
 def is_locked(locked_until: datetime | None, now: datetime) -> bool:

@@ -176,6 +176,12 @@ def test_status_words(requires, enabled, words, disable_button, recovery_section
     assert twofactor.status_words(user) == words
     assert twofactor.shows_disable_button(user) is disable_button  # "no disable button"
     assert twofactor.shows_recovery_codes(user) is recovery_section
+    regenerate = twofactor.can_regenerate_codes(user)
+    assert regenerate.allowed is recovery_section
+    assert regenerate.allowed or (regenerate.status, regenerate.message) == (
+        409,
+        twofactor.NO_CODES,
+    )
 
 
 def test_step_up_window_edges():
@@ -723,8 +729,11 @@ def test_regenerate_refused_when_2fa_off(auth, client, database):
     auth.login()
     auth.add_passkey("Work key")
     assert client.htmx("POST", "/account/recovery-codes/regenerate").status_code == 409
-    assert client.json_post("/account/recovery-codes/start", {}).status_code == 409
+    refused = client.json_post("/account/recovery-codes/start", {})
+    assert refused.status_code == 409 and refused.json()["detail"] == twofactor.NO_CODES
     assert query(database, select(RecoveryCode)) == []
+    started = select(WebAuthnChallenge).where(WebAuthnChallenge.purpose == "recovery-codes")
+    assert query(database, started) == []  # refused before any ceremony
 
 
 # --------------------------------------------------------------------------------------

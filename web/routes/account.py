@@ -121,18 +121,14 @@ class AccountController(Controller):
 
     @get("/two-factor/enable", sync_to_thread=True)
     def enable_step(self, request: Request, db: DB, viewer: Current) -> Template:
-        decision = twofactor.can_enable(viewer.user)
-        if not decision.allowed:
-            raise Refused(decision.status, decision.message)
+        account.require(twofactor.can_enable(viewer.user))
         return section(request, db, viewer, "two-factor", tf_mode="enroll")
 
     @post("/two-factor/enable/start", sync_to_thread=True, opt=JSON)
     def enable_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
         fields = ceremony.read_json(body)
-        decision = twofactor.can_enable(viewer.user)
-        if not decision.allowed:
-            raise Refused(decision.status, decision.message)
+        account.require(twofactor.can_enable(viewer.user))
         existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
         common = {
             "binding": viewer.session.token_hash,
@@ -175,19 +171,14 @@ class AccountController(Controller):
 
     # ---- Two-factor authentication: disable ------------------------------------------
 
-    def _check_disable(self, viewer: Current) -> None:
-        decision = twofactor.can_disable(viewer.user)
-        if not decision.allowed:
-            raise Refused(decision.status, decision.message)
-
     @get("/two-factor/disable", sync_to_thread=True)
     def disable_step(self, request: Request, db: DB, viewer: Current) -> Template:
-        self._check_disable(viewer)
+        account.require(twofactor.can_disable(viewer.user))
         return section(request, db, viewer, "two-factor", tf_mode="disable")
 
     @post("/two-factor/disable/start", sync_to_thread=True, opt=JSON)
     def disable_start(self, request: Request, db: DB, viewer: Current) -> Response:
-        self._check_disable(viewer)
+        account.require(twofactor.can_disable(viewer.user))
         rate_limit(request, "ceremony")
         options = passkeys.start_authentication(
             db,
@@ -203,7 +194,9 @@ class AccountController(Controller):
 
     @post("/two-factor/disable/finish", sync_to_thread=True, opt=JSON)
     def disable_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
-        self._check_disable(viewer)  # 403 whatever the client sends, before reading it
+        account.require(
+            twofactor.can_disable(viewer.user)
+        )  # 403 whatever the client sends, before reading it
         credential, _ = ceremony.read_credential(body)
         token = account.disable_2fa(db, settings_of(request), client(request), viewer, credential)
         return section(
@@ -344,10 +337,7 @@ class AccountController(Controller):
 
     @post("/recovery-codes/regenerate", sync_to_thread=True)
     def regenerate(self, request: Request, db: DB, viewer: Current) -> Template:
-        if not twofactor.shows_recovery_codes(viewer.user):
-            raise Refused(
-                409, "Recovery codes are only used while two-factor authentication is on."
-            )
+        account.require(twofactor.can_regenerate_codes(viewer.user))
         if twofactor.needs_step_up(viewer.session, utcnow()):
             return section(request, db, viewer, "recovery-codes", rc_mode="step-up")
         codes = account.regenerate_codes(db, client(request), viewer)
@@ -357,10 +347,7 @@ class AccountController(Controller):
 
     @post("/recovery-codes/start", sync_to_thread=True, opt=JSON)
     def regenerate_start(self, request: Request, db: DB, viewer: Current) -> Response:
-        if not twofactor.shows_recovery_codes(viewer.user):
-            raise Refused(
-                409, "Recovery codes are only used while two-factor authentication is on."
-            )
+        account.require(twofactor.can_regenerate_codes(viewer.user))
         rate_limit(request, "ceremony")
         options = passkeys.start_authentication(
             db,
