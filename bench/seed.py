@@ -215,7 +215,7 @@ def seed(url: str, users: int) -> Population:
                     "last_seen_at": ts(seen),
                     "expires_at": ts(seen + timedelta(hours=20)),
                     "passkey_id": None,
-                    "step_up_at": None,
+                    "reauth_at": None,
                     "user_agent": USER_AGENTS[(uid + n + 1) % len(USER_AGENTS)],
                     "ip": f"203.0.113.{uid % 250 + 1}",
                 }
@@ -305,7 +305,7 @@ def _session_row(user: BenchUser, token: str, *, full: bool, passkey_id: int | N
         "last_seen_at": now,
         "expires_at": now + timedelta(hours=24 if full else 0, minutes=0 if full else 10),
         "passkey_id": passkey_id,
-        "step_up_at": now if passkey_id else None,
+        "reauth_at": now if passkey_id else None,
         "user_agent": BROWSER_UA,
         "ip": "127.0.0.1",
     }

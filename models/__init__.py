@@ -3,6 +3,7 @@
 from models.base import utcnow
 from models.challenge import WebAuthnChallenge
 from models.event import SecurityEvent
+from models.notification import Notification
 from models.passkey import Passkey
 from models.rate import RateCounter
 from models.recovery import RecoveryCode
@@ -11,6 +12,7 @@ from models.user import User
 
 __all__ = [
     "AuthSession",
+    "Notification",
     "Passkey",
     "RateCounter",
     "RecoveryCode",

@@ -28,7 +28,14 @@ class AuthSession(SQLModel, table=True):
     """Absolute end of this session; idle expiry is counted from last_seen_at."""
     passkey_id: int | None = None
     """The passkey this session was signed in (or upgraded) with."""
-    step_up_at: datetime | None = None
-    """When a passkey assertion last succeeded in this session."""
+    reauth_at: datetime | None = None
+    """Recent authentication (SPEC §4.1, §9): the latest completed sign-in, second factor,
+    assertion with an existing passkey, or password confirmation in this session."""
+    confirmed_passkey_ids: list[int] = Field(default_factory=list, sa_column=json_column())
+    """Passkeys this session later confirmed the user's identity with (removing one of them
+    ends the session, like removing the one it signed in with)."""
+    partial_reason: str = Field(default="", max_length=32)
+    """Why a session waits at /login/2fa: "" (password sign-in) or "admin-required"
+    (a full session demoted because an administrator's requirement now applies)."""
     user_agent: str = Field(default="", max_length=512)
     ip: str = Field(default="", max_length=64)

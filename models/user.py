@@ -30,6 +30,13 @@ class User(SQLModel, table=True):
     failed_login_count: int = Field(default=0)
     locked_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    email: str | None = Field(default=None, max_length=320)
+    """Where security notifications go (set by an administrator), stored normalised."""
+    requires_2fa_from: datetime | None = None
+    """When an admin requirement with a grace period starts to apply; None = at once."""
+    requirement_reminded_at: datetime | None = None
+    """When the day-before reminder of the pending requirement was queued (sent once)."""
+    password_changed_at: datetime | None = None
 
 
 def normalize_username(username: str) -> str:

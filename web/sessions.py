@@ -81,7 +81,7 @@ def start_session(
             last_seen_at=now,
             expires_at=now + timedelta(seconds=lifetime),
             passkey_id=passkey_id,
-            step_up_at=now if passkey_id is not None else None,
+            reauth_at=now if passkey_id is not None else None,
             user_agent=client.user_agent,
             ip=client.ip,
         )
@@ -107,7 +107,7 @@ def upgrade_session(
     session.last_seen_at = now
     if passkey_id is not None:
         session.passkey_id = passkey_id
-        session.step_up_at = now
+        session.reauth_at = now
     db.add(session)
     return token
 

@@ -30,7 +30,7 @@ class UserFlags(Protocol):
 class SessionFacts(Protocol):
     state: str
     mfa_verified: bool
-    step_up_at: datetime | None
+    reauth_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def needs_enrollment_at_login(user: UserFlags, passkey_count: int) -> bool:
 
 def has_recent_step_up(session: SessionFacts, now: datetime) -> bool:
     """A passkey assertion succeeded in this session in the last 10 minutes."""
-    return session.step_up_at is not None and now - session.step_up_at <= STEP_UP_WINDOW
+    return session.reauth_at is not None and now - session.reauth_at <= STEP_UP_WINDOW
 
 
 def needs_step_up(session: SessionFacts, now: datetime) -> bool:

@@ -138,7 +138,7 @@ def snapshot(database: Database) -> dict[str, Any]:
                     s.acr,
                     s.mfa_verified,
                     s.passkey_id,
-                    s.step_up_at,
+                    s.reauth_at,
                     s.expires_at,
                 )
                 for s in db.exec(select(AuthSession).order_by(col(AuthSession.id)))

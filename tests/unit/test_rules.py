@@ -41,7 +41,7 @@ class Flags:
 class Facts:
     state: str
     mfa_verified: bool
-    step_up_at: datetime | None = None
+    reauth_at: datetime | None = None
 
 
 SESSIONS = {
@@ -276,7 +276,7 @@ def my_session(database, client) -> AuthSession:  # type: ignore[no-untyped-def]
 def move_step_up(database, minutes_ago: float | None) -> None:  # type: ignore[no-untyped-def]
     value = None if minutes_ago is None else utcnow() - timedelta(minutes=minutes_ago)
     with database.session() as db:
-        db.exec(update(AuthSession).values(step_up_at=value))
+        db.exec(update(AuthSession).values(reauth_at=value))
         db.commit()
 
 
@@ -643,7 +643,7 @@ def test_remove_needs_step_up_then_allows(auth, client, authn, database):
     for name in ("First", "Second", "Third"):
         add_key(auth, name)
     first, second, third = query(database, select(Passkey).order_by(Passkey.id))
-    assert my_session(database, client).step_up_at is None  # a password session
+    assert my_session(database, client).reauth_at is None  # a password session
 
     prompt = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
 
@@ -667,7 +667,7 @@ def test_remove_needs_step_up_then_allows(auth, client, authn, database):
         "Second",
         "Third",
     ]
-    assert my_session(database, client).step_up_at is not None
+    assert my_session(database, client).reauth_at is not None
 
     # within 10 minutes of that assertion: no second prompt
     direct = client.htmx("POST", f"/account/passkeys/{third.id}/remove")
@@ -902,7 +902,7 @@ def test_recovery_code_sign_in(auth, client, database):
     assert session.state == "full"
     assert session.amr == ["pwd", "otp"]
     assert session.acr == "aal2" and session.mfa_verified
-    assert session.step_up_at is None  # a code is not a passkey assertion
+    assert session.reauth_at is None  # a code is not a passkey assertion
     page = client.page("/account")
     assert page.status_code == 200
     assert "9 of 10 recovery codes remain" in page.text
@@ -994,7 +994,7 @@ def test_enable_is_atomic(auth, client, authn, database, monkeypatch, mode, fail
     assert query(database, select(RecoveryCode)) == []
     assert kinds(database) == events_before
     session = my_session(database, client)
-    assert session.step_up_at is None and session.acr == "aal1"
+    assert session.reauth_at is None and session.acr == "aal1"
     [challenge] = query(
         database, select(WebAuthnChallenge).where(WebAuthnChallenge.purpose == "enable-2fa")
     )

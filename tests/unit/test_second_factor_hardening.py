@@ -75,7 +75,7 @@ def test_a_refused_removal_after_a_step_up_keeps_the_session(auth, client, datab
     assert done.status_code == 200
     with database.session() as db:  # (age the step-up of that sign-in)
         for session in db.exec(select(AuthSession)):
-            session.step_up_at = None
+            session.reauth_at = None
             db.add(session)
         db.commit()
     client.page("/account")
@@ -90,7 +90,7 @@ def test_a_refused_removal_after_a_step_up_keeps_the_session(auth, client, datab
     page = client.get("/account", follow_redirects=False)
     assert page.status_code == 200  # still signed in: the step-up was undone with the refusal
     (session,) = query(database, select(AuthSession))
-    assert session.step_up_at is None
+    assert session.reauth_at is None
 
 
 def test_control_characters_in_a_path_never_give_a_500(client):

@@ -144,7 +144,7 @@ def test_password_session_facts(client, user, database):
     )
     assert "Firefox" in row.user_agent
     assert row.ip
-    assert row.step_up_at is None
+    assert row.reauth_at is None
 
 
 # --------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_a_step_up_does_not_restart_the_24_hours(auth, client, database):
     before = query(database, select(AuthSession))[0].expires_at
     assert auth.enable_2fa().status_code == 200  # a passkey assertion: step-up, new token
     (session,) = query(database, select(AuthSession))
-    assert session.acr == "aal2" and session.step_up_at is not None
+    assert session.acr == "aal2" and session.reauth_at is not None
     assert session.expires_at == before
 
 
