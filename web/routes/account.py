@@ -299,7 +299,9 @@ class AccountController(Controller):
     def remove(
         self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
-        if twofactor.needs_step_up(viewer.session, utcnow()):
+        if not twofactor.recently_authenticated(
+            viewer.session, utcnow(), settings_of(request).reauth_seconds
+        ):
             account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
             db.rollback()
             return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
@@ -338,7 +340,9 @@ class AccountController(Controller):
     @post("/recovery-codes/regenerate", sync_to_thread=True)
     def regenerate(self, request: Request, db: DB, viewer: Current) -> Template:
         account.require(twofactor.can_regenerate_codes(viewer.user))
-        if twofactor.needs_step_up(viewer.session, utcnow()):
+        if not twofactor.recently_authenticated(
+            viewer.session, utcnow(), settings_of(request).reauth_seconds
+        ):
             return section(request, db, viewer, "recovery-codes", rc_mode="step-up")
         codes = account.regenerate_codes(db, client(request), viewer)
         return section(
