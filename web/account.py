@@ -88,10 +88,10 @@ def _finish(
 def _mark_step_up(
     db: Session, viewer: sessions.Viewer, settings: Settings, passkey: Passkey
 ) -> str:
-    """A passkey assertion in this session: step-up time, aal2, new token."""
+    """A passkey assertion in this session: recent authentication, aal2, new token."""
     session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
     factor = twofactor.amr_for_passkey(passkey.backup_eligible)
-    token = sessions.upgrade_session(db, session, settings, factor=factor, passkey_id=passkey.id)
+    token = sessions.confirm_identity(db, session, factor=factor, passkey_id=passkey.id)
     viewer.session = session
     return token
 
@@ -218,13 +218,17 @@ def _remove_passkey(
 ) -> None:
     """Remove a passkey (the caller commits); other sessions signed in with it end."""
     passkey = check_removal(db, viewer, passkey_id)
+    user = viewer.user
     events.record(db, viewer.user.id, "passkey_removed", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
-    sessions.end_sessions_with_passkey(db, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
-    if viewer.session.passkey_id == passkey.id:
-        session = db.get(AuthSession, viewer.session.id)
-        if session is not None:
+    sessions.end_sessions_with_passkey(db, user.id, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
+    session = db.get(AuthSession, viewer.session.id)
+    if session is not None:
+        if session.passkey_id == passkey.id:
             session.passkey_id = None
-            db.add(session)
+        session.confirmed_passkey_ids = [
+            i for i in session.confirmed_passkey_ids or [] if i != passkey.id
+        ]
+        db.add(session)
     db.delete(passkey)
 
 

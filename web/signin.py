@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import Session, col, update
+from sqlalchemy import or_
+from sqlmodel import Session, col, select, update
 
 from models import User, utcnow
 from models.passkey import passkey_count
@@ -35,25 +36,82 @@ class SignedIn:
     partial: bool
 
 
-def _fail_password(db: Session, user: User, client: ClientInfo) -> None:
-    """Count a failure (atomically, shared by every process); the 5th locks the account."""
+def reserve_attempt(db: Session, user_id: int) -> int:
+    """Count this password attempt BEFORE the argon2 work, in one conditional UPDATE …
+    RETURNING, and commit: however many arrive at once, at most 5 per lockout window get
+    past here (SPEC §5.1, §9). A locked account, or 5 attempts already in flight, is a 429
+    with Retry-After and the lock message, a correct password included."""
     now = utcnow()
-    count = db.exec(
+    reserved = db.exec(
         update(User)
-        .where(col(User.id) == user.id)
+        .where(
+            col(User.id) == user_id,
+            col(User.failed_login_count) < twofactor.MAX_FAILED_ATTEMPTS,
+            or_(col(User.locked_until).is_(None), col(User.locked_until) <= now),
+        )
         .values(failed_login_count=User.failed_login_count + 1)
         .returning(User.failed_login_count)
-    ).one()[0]
-    events.record(db, user.id, "sign_in_failed", ip=client.ip)  # type: ignore[arg-type]
-    locked_until = twofactor.lock_after_failure(count, now)
-    if locked_until is not None:
-        db.exec(
-            update(User)
-            .where(col(User.id) == user.id)
-            .values(locked_until=locked_until, failed_login_count=0)
-        )
-        events.record(db, user.id, "locked", ip=client.ip)  # type: ignore[arg-type]
+    ).first()
+    if reserved is None:
+        locked_until = db.exec(select(User.locked_until).where(col(User.id) == user_id)).first()
+        db.rollback()
+        refuse_locked(locked_until, now)
+    db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
+    return int(reserved[0])  # type: ignore[index]
+
+
+def refuse_locked(locked_until: Any, now: Any) -> None:
+    """429, Retry-After and the lock message saying until when."""
+    if not twofactor.is_locked(locked_until, now):
+        locked_until = None  # 5 attempts still being checked: a short wait
+    wait = int((locked_until - now).total_seconds()) + 1 if locked_until else 10
+    raise Refused(429, twofactor.lock_message(locked_until), headers={"Retry-After": str(wait)})
+
+
+def count_failure(db: Session, user_id: int, count: int, client: ClientInfo, kind: str) -> bool:
+    """The reserved attempt failed: record it; the 5th locks the account for 15 minutes and
+    ends its pending sign-ins. The caller commits. True when this failure locked it."""
+    events.record(db, user_id, kind, ip=client.ip)
+    locked_until = twofactor.lock_after_failure(count, utcnow())
+    if locked_until is None:
+        return False
+    db.exec(
+        update(User)
+        .where(col(User.id) == user_id)
+        .values(locked_until=locked_until, failed_login_count=0)
+    )
+    events.record(db, user_id, "locked", ip=client.ip)
+    sessions.end_partial_sessions(db, user_id)
+    return True
+
+
+def release_attempt(db: Session, user: User, *, completed: bool) -> None:
+    """The reserved attempt succeeded: a completed sign-in resets the counter; otherwise the
+    reservation is given back (a pending second factor keeps counting its failures). A lock
+    set meanwhile by a concurrent failure still wins: 429. The caller commits."""
+    now = utcnow()
+    if twofactor.is_locked(user.locked_until, now):
+        db.rollback()
+        refuse_locked(user.locked_until, now)
+    user.failed_login_count = 0 if completed else max(0, user.failed_login_count - 1)
+    user.locked_until = None  # an ended lock is forgotten
+    db.add(user)
+
+
+def check_password(
+    db: Session, user_id: int, password: str, client: ClientInfo, *, fail_kind: str
+) -> User:
+    """One password attempt counted against the lockout (sign-in, "Confirm it's you", current
+    password): reserve, verify (bounded pool), then the user row locked for this
+    transaction. A wrong password commits its failure and raises 401."""
+    count = reserve_attempt(db, user_id)
+    stored = db.exec(select(User.password_hash).where(col(User.id) == user_id)).first()
     db.commit()
+    if not verify_password(stored, password):
+        count_failure(db, user_id, count, client, fail_kind)
+        db.commit()
+        raise Refused(401, BAD_CREDENTIALS)
+    return lock_user(db, user_id)
 
 
 def password_sign_in(
@@ -72,20 +130,13 @@ def password_sign_in(
     if len(username) > 64 or len(password) > MAX_PASSWORD_LENGTH:
         raise Refused(401, BAD_CREDENTIALS)
     found = user_by_username(db, username)
-    db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
-    now = utcnow()
-    if found is not None and twofactor.is_locked(found.locked_until, now):
-        wait = int((found.locked_until - now).total_seconds()) + 1  # type: ignore[operator]
-        raise Refused(429, LOCKED, headers={"Retry-After": str(wait)})
-    if not verify_password(found.password_hash if found else None, password) or found is None:
-        if found is not None:
-            _fail_password(db, found, client)
+    db.commit()
+    if found is None:
+        verify_password(None, password)  # the same argon2 work as a wrong password
         raise Refused(401, BAD_CREDENTIALS)
-    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    user = check_password(db, found.id, password, client, fail_kind="sign_in_failed")  # type: ignore[arg-type]
     partial = twofactor.password_sign_in_needs_second_factor(user)
-    if not partial:  # a pending second factor keeps counting its failures (5 end it)
-        user.failed_login_count = 0
-    user.locked_until = None
+    release_attempt(db, user, completed=not partial)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     db.add(user)

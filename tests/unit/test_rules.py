@@ -735,7 +735,7 @@ def test_remove_needs_step_up_then_allows(auth, client, authn, database):
     for name in ("First", "Second", "Third"):
         add_key(auth, name)
     first, second, third = query(database, select(Passkey).order_by(Passkey.id))
-    assert my_session(database, client).reauth_at is None  # a password session
+    move_step_up(database, 30)  # the password sign-in was recent; now it is not
 
     prompt = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
 
@@ -795,6 +795,7 @@ def test_regenerate_codes_step_up(auth, client, database):
     used = client.form("/login/2fa/recovery", {"code": regenerated[0]})
     assert used.status_code == 303 and used.headers["location"] == "/account"
     client.page("/account")
+    move_step_up(database, 30)  # a recovery-code sign-in is recent (§4.1); 30 minutes on
     hashes = {r.code_hash for r in query(database, select(RecoveryCode))}
 
     prompt = client.htmx("POST", "/account/recovery-codes/regenerate")
@@ -994,7 +995,9 @@ def test_recovery_code_sign_in(auth, client, database):
     assert session.state == "full"
     assert session.amr == ["pwd", "otp"]
     assert session.acr == "aal2" and session.mfa_verified
-    assert session.reauth_at is None  # a code is not a passkey assertion
+    # a recovery-code sign-in is recent authentication (§4.1: how a person who lost their
+    # passkeys adds a new one)
+    assert session.reauth_at == session.auth_time
     page = client.page("/account")
     assert page.status_code == 200
     assert "9 of 10 recovery codes remain" in page.text
@@ -1086,7 +1089,7 @@ def test_enable_is_atomic(auth, client, authn, database, monkeypatch, mode, fail
     assert query(database, select(RecoveryCode)) == []
     assert kinds(database) == events_before
     session = my_session(database, client)
-    assert session.reauth_at is None and session.acr == "aal1"
+    assert session.reauth_at == session.auth_time and session.acr == "aal1"  # untouched
     [challenge] = query(
         database, select(WebAuthnChallenge).where(WebAuthnChallenge.purpose == "enable-2fa")
     )

@@ -144,7 +144,7 @@ def test_password_session_facts(client, user, database):
     )
     assert "Firefox" in row.user_agent
     assert row.ip
-    assert row.reauth_at is None
+    assert row.reauth_at == row.auth_time  # a completed sign-in is recent (§4.1)
 
 
 # --------------------------------------------------------------------------------------
@@ -346,7 +346,9 @@ def test_lockout_after_five_failures_for_fifteen_minutes(client, user, database)
     refused = sign_in(client)  # the right password, but locked
 
     assert refused.status_code == 429
-    assert alert_of(refused) == LOCKED
+    # the lock message says until when (SPEC §9)
+    until = f"{locked_user.locked_until:%H:%M}"
+    assert alert_of(refused) == f"{LOCKED} Try again after {until} UTC."
     assert 800 < int(refused.headers["retry-after"]) <= 901
     assert client.cookies.get(COOKIE) is None and rows(database) == []
     assert sign_in(client, password="still wrong").status_code == 429
