@@ -740,7 +740,9 @@ def test_remove_needs_step_up_then_allows(auth, client, authn, database):
     prompt = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
 
     assert prompt.status_code == 200
-    assert "Confirm it's you with one of your passkeys to remove “First”" in prompt.text
+    assert "Confirm it's you with one of your passkeys to remove “First”" in html.unescape(
+        prompt.text
+    )
     assert f'data-start="/account/passkeys/{first.id}/remove/start"' in prompt.text
     assert len(query(database, select(Passkey))) == 3
     # the plain form (no JavaScript) gets the same step, as a whole page
@@ -801,7 +803,7 @@ def test_regenerate_codes_step_up(auth, client, database):
     prompt = client.htmx("POST", "/account/recovery-codes/regenerate")
 
     assert prompt.status_code == 200
-    assert "Confirm it's you with one of your passkeys" in prompt.text
+    assert "Confirm it's you with one of your passkeys" in html.unescape(prompt.text)
     assert codes_in(prompt.text) == []
     assert {r.code_hash for r in query(database, select(RecoveryCode))} == hashes
 
