@@ -19,7 +19,7 @@ from sqlmodel import Session, col, delete, select, update
 
 from models import AuthSession, User, utcnow
 from models.session import FULL, PARTIAL
-from web import twofactor
+from web import events, twofactor
 from web.client import ClientInfo
 from web.db import SAFE_METHODS
 from web.errors import RedirectTo, Refused
@@ -27,6 +27,7 @@ from web.settings import Settings
 from web.tokens import digest, new_token
 
 COOKIE = "barycenter_session"
+"""The cookie's name on http://localhost; `__Host-barycenter_session` when Secure."""
 TOUCH_EVERY = timedelta(seconds=60)
 
 
@@ -38,9 +39,14 @@ class Viewer:
     session: AuthSession
 
 
+def token_of(request: Request) -> str | None:
+    """The session token from this request's cookie (its name depends on Secure)."""
+    return request.cookies.get(request.app.state.settings.session_cookie)
+
+
 def set_cookie(response: Response, token: str, settings: Settings) -> None:
     response.set_cookie(
-        COOKIE,
+        settings.session_cookie,
         token,
         path="/",
         httponly=True,
@@ -49,8 +55,8 @@ def set_cookie(response: Response, token: str, settings: Settings) -> None:
     )
 
 
-def clear_cookie(response: Response) -> None:
-    response.delete_cookie(COOKIE, path="/")
+def clear_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(settings.session_cookie, path="/", secure=settings.secure_cookies)
 
 
 def start_session(
@@ -174,7 +180,7 @@ _LIVE_OF_USER = (
 
 def load(request: Request, db: Session) -> Viewer | None:
     """The session named by the cookie, if it exists and has not expired."""
-    token = request.cookies.get(COOKIE)
+    token = token_of(request)
     if not token or len(token) > 128:
         return None
     params = {"token_hash": digest(token)}
@@ -271,8 +277,23 @@ def reread(db: Session, session_id: int) -> AuthSession:
     return session
 
 
+def record_incomplete(db: Session, doomed: list[AuthSession]) -> None:
+    """SPEC §9: a pending second factor that ends without completing is recorded ("Password
+    entered; sign-in not completed"). Sessions demoted by an administrator's new requirement
+    were not a password just entered: not recorded."""
+    for row in doomed:
+        if row.state == PARTIAL and not row.partial_reason:
+            events.record(db, row.user_id, "sign_in_incomplete", ip=row.ip)
+
+
 def end_partial_sessions(db: Session, user_id: int) -> None:
     """A lockout ends every sign-in of the user that is still waiting for a second factor."""
+    pending = db.exec(
+        select(AuthSession).where(
+            col(AuthSession.user_id) == user_id, col(AuthSession.state) == PARTIAL
+        )
+    ).all()
+    record_incomplete(db, list(pending))
     db.exec(
         delete(AuthSession).where(
             col(AuthSession.user_id) == user_id, col(AuthSession.state) == PARTIAL

@@ -115,6 +115,29 @@ class Settings:
             return self.cookie_secure
         return not self.effective_origin.startswith("http://localhost")
 
+    def cookie_name(self, name: str, *, narrow_path: bool = False) -> str:
+        """SPEC §7/§9: `__Host-` for Path=/ cookies when Secure, `__Secure-` for a cookie
+        with a narrower path; plain names on http://localhost."""
+        if not self.secure_cookies:
+            return name
+        return ("__Secure-" if narrow_path else "__Host-") + name
+
+    @property
+    def session_cookie(self) -> str:
+        return self.cookie_name("barycenter_session")
+
+    @property
+    def csrf_cookie(self) -> str:
+        return self.cookie_name("barycenter_csrf")
+
+    @property
+    def ceremony_cookie(self) -> str:
+        return self.cookie_name("barycenter_ceremony", narrow_path=True)
+
+    @property
+    def https(self) -> bool:
+        return self.effective_origin.startswith("https://")
+
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 

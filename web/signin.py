@@ -215,6 +215,9 @@ def enroll_at_login(
         fresh = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
+        # SPEC §4.2: enroll-at-login ends the user's other sessions, with its own event
+        sessions.end_other_sessions(db, user.id, keep_id=fresh.id)  # type: ignore[arg-type]
+        events.record(db, user.id, "enrolled_at_login", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
         events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=passkey.name)  # type: ignore[arg-type]
         return token, codes
 
