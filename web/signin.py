@@ -15,7 +15,7 @@ from models import User, utcnow
 from models.passkey import passkey_count
 from models.recovery import recovery_codes_remaining
 from models.user import user_by_handle, user_by_username
-from web import ceremony, events, passkeys, recovery, sessions, twofactor
+from web import ceremony, events, lockout, passkeys, recovery, sessions, twofactor
 from web.account import register_passkey
 from web.client import ClientInfo
 from web.errors import Refused
@@ -130,8 +130,9 @@ def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo
 def _refuse_if_locked(db: Session, viewer: sessions.Viewer) -> User:
     """The user, locked for this transaction; a locked account finishes no second factor."""
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-    if twofactor.is_locked(user.locked_until, utcnow()):
-        raise Refused(401, TOO_MANY_SECOND_FACTOR)
+    now = utcnow()
+    if twofactor.is_locked(user.locked_until, now):
+        lockout.refuse_locked(user.locked_until, now)  # 429, Retry-After, until when (§9)
     return user
 
 
