@@ -17,12 +17,13 @@ from tests.e2e.conftest import (
     Server,
     add_authenticator,
     add_passkey,
+    check_accessibility,
     sign_in,
     start_server,
     stop_server,
 )
 
-WINDOW = 4  # seconds of recent authentication on this test server
+WINDOW = 5  # seconds of recent authentication on this test server
 CONFIRM = "Confirm it's you"
 CANCELLED = "The passkey request was cancelled or timed out. Nothing was changed."
 
@@ -72,6 +73,7 @@ def test_a_stolen_stale_cookie_cannot_add_a_passkey(page, new_context, short_ser
     # refused before any ceremony: the step asks for one of the OWNER's passkeys
     expect(passkeys.get_by_role("heading", name=CONFIRM)).to_be_focused()
     expect(passkeys.get_by_label("Password")).to_have_count(0)
+    check_accessibility(thief, "confirm it's you, passkey")
     passkeys.get_by_role("button", name="Verify with a passkey").click()
     expect(passkeys.get_by_role("alert").filter(has_text=CANCELLED)).to_be_visible()
     assert thief_key.credentials() == []
@@ -110,10 +112,12 @@ def test_a_stale_password_session_confirms_with_its_password(page, short_server)
     passkeys.get_by_label("Passkey name").fill("Laptop")
     passkeys.get_by_role("button", name="Add a passkey").click()
     expect(passkeys.get_by_role("heading", name=CONFIRM)).to_be_focused()
+    check_accessibility(page, "confirm it's you, password")
 
     passkeys.get_by_label("Password").fill("not the password")
     passkeys.get_by_role("button", name="Confirm", exact=True).click()
     expect(passkeys.get_by_role("alert")).to_contain_text("That password is not right")
+    check_accessibility(page, "confirm it's you, wrong password")
     assert server.status(username)["passkeyCount"] == 0
 
     passkeys.get_by_label("Password").fill(PASSWORD)
@@ -121,3 +125,31 @@ def test_a_stale_password_session_confirms_with_its_password(page, short_server)
     expect(passkeys.get_by_role("status")).to_contain_text("confirmed")
     add_passkey(page, "Laptop")
     assert server.status(username)["passkeyCount"] == 1
+
+
+def test_a_recovery_code_sign_in_adds_a_passkey_without_an_assertion(page, short_server):
+    """Lost passkeys: a sign-in with a recovery code is recent authentication, so the new
+    device's passkey is added with no assertion from the lost one."""
+    server = short_server
+    lost = add_authenticator(page)
+    username = signed_in(page, server)
+    card = page.locator("#two-factor")
+    card.get_by_role("link", name="Enable two-factor authentication").click()
+    card.get_by_label("Passkey name").fill("Lost phone")
+    card.get_by_role("button", name="Register passkey and turn on").click()
+    expect(card.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
+    codes = card.locator("code").all_inner_texts()
+    card.get_by_role("link", name="I have saved these codes").click()
+    lost.remove()  # the phone is gone
+    page.get_by_role("banner").get_by_role("button", name="Sign out").click()
+    let_the_window_pass()
+
+    sign_in(page, server, username)
+    expect(page.get_by_role("heading", name="Two-factor authentication")).to_be_visible()
+    page.get_by_label("Recovery code").fill(codes[0])
+    page.get_by_role("button", name="Verify code").click()
+    expect(page.get_by_role("heading", name="Account security", level=1)).to_be_visible()
+    add_authenticator(page)  # the new phone
+    add_passkey(page, "New phone")
+    expect(names(page)).to_have_text(["Lost phone", "New phone"])
+    assert server.status(username)["passkeyCount"] == 2
