@@ -56,7 +56,7 @@ def set_cookie(response: Response, token: str, settings: Settings) -> None:
 
 
 def clear_cookie(response: Response, settings: Settings) -> None:
-    response.delete_cookie(settings.session_cookie, path="/", secure=settings.secure_cookies)
+    response.delete_cookie(settings.session_cookie, path="/")
 
 
 def start_session(

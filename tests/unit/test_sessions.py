@@ -37,7 +37,8 @@ def sign_in(client: Client, username: str = "alice", password: str = PASSWORD, *
 
 def session_cookie(response) -> str:  # type: ignore[no-untyped-def]
     """The Set-Cookie header that carries the session token."""
-    found = [c for c in response.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}=")]
+    names = (f"{COOKIE}=", f"__Host-{COOKIE}=")  # __Host- when Secure (SPEC §7, rev 2)
+    found = [c for c in response.headers.get_list("set-cookie") if c.startswith(names)]
     assert len(found) == 1, response.headers.get_list("set-cookie")
     return found[0]
 
@@ -119,6 +120,7 @@ def test_session_cookie_secure_flag(settings, database, user, origin, cookie_sec
         )
     assert response.status_code == 303, response.text
     assert ("secure" in attributes(session_cookie(response))) is secure
+    assert session_cookie(response).startswith("__Host-") is secure
     assert all(("secure" in attributes(c)) is secure for c in csrf_cookie)
 
 
