@@ -64,11 +64,22 @@ def describe(event: SecurityEvent) -> str:
         "locked": "Account locked for 15 minutes after repeated failures",
         "sessions_revoked": "Signed out of other sessions",
         "user_created": "Account created",
+        "reauth": _reauth_words(d.get("method", "")),
+        "reauth_failed": "Failed attempt to confirm it's you",
+        "sign_in_incomplete": "Password entered; sign-in not completed",
+        "enrolled_at_login": f"Passkey “{name}” registered at sign-in; other sessions signed out",
     }
     text = words.get(event.kind, event.kind.replace("_", " ").capitalize())
     if by_admin and event.kind in {"2fa_enabled", "2fa_disabled"}:
         text += " by an administrator"
     return text
+
+
+def _reauth_words(method: str) -> str:
+    return {
+        "passkey": "Confirmed it's you with a passkey",
+        "password": "Confirmed it's you with your password",
+    }.get(method, "Confirmed it's you")
 
 
 def _sign_in_words(method: str) -> str:
@@ -84,6 +95,8 @@ def is_warning(event: SecurityEvent) -> bool:
     return event.kind in {
         "sign_in_failed",
         "second_factor_failed",
+        "reauth_failed",
+        "sign_in_incomplete",
         "locked",
         "passkey_clone_suspected",
     }
