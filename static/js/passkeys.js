@@ -124,7 +124,13 @@
     return meta ? meta.content : "";
   }
 
-  class ServerError extends Error {}
+  // A refusal from our server: its message for the page, and its JSON (`code`, …) if any.
+  class ServerError extends Error {
+    constructor(message, data) {
+      super(message);
+      this.data = data || {};
+    }
+  }
 
   async function post(url, body) {
     const response = await fetch(url, {
@@ -140,8 +146,9 @@
     });
     if (!response.ok) {
       let message = "Something went wrong. Please try again.";
+      let data = null;
       try {
-        const data = await response.json();
+        data = await response.json();
         if (data && data.redirect && response.status === 401) {
           window.location.assign(data.redirect);
         }
@@ -149,7 +156,7 @@
       } catch (_) {
         /* not JSON: keep the generic message */
       }
-      throw new ServerError(message);
+      throw new ServerError(message, data);
     }
     return response;
   }
@@ -170,6 +177,14 @@
   async function applyFinish(response, button) {
     const location = response.headers.get("HX-Redirect");
     if (location) {
+      // A passkey sign-in answers with the credentials the account has now (Signal API).
+      let answer = null;
+      try {
+        answer = await response.json();
+      } catch (_) {
+        /* no JSON body */
+      }
+      if (answer && answer.signal) await signalAcceptedIds(answer.signal);
       window.location.assign(location);
       return;
     }
@@ -224,7 +239,16 @@
       if (!credential) throw new DOMException("No credential", "NotAllowedError");
       const body = Object.assign({}, fields, { credential: credentialToJSON(credential) });
       show(status, "Checking…");
-      const response = await post(button.dataset.finish, body);
+      let response;
+      try {
+        response = await post(button.dataset.finish, body);
+      } catch (error) {
+        // The server doesn't know this passkey (removed here): tell the password manager.
+        if (!register && error instanceof ServerError) {
+          signalUnknown(error.data, credential, options);
+        }
+        throw error;
+      }
       show(status, "");
       await applyFinish(response, button);
     } catch (error) {
@@ -279,18 +303,49 @@
     announce(notice ? notice.textContent : "");
   }
 
-  // ---- WebAuthn Signal API: after a removal, tell the password manager what remains ----
+  // ---- WebAuthn Signal API: keep password managers in step with our passkeys ----------
+  // All best effort and feature-detected: browsers without the API simply skip it.
+  function hasSignal(name) {
+    return !!window.PublicKeyCredential && typeof PublicKeyCredential[name] === "function";
+  }
+
+  // {rpId, userId, allAcceptedCredentialIds}: the passkeys this site still accepts.
+  function signalAcceptedIds(accepted) {
+    if (!hasSignal("signalAllAcceptedCredentials") || !accepted) return Promise.resolve();
+    const call = PublicKeyCredential.signalAllAcceptedCredentials({
+      rpId: accepted.rpId,
+      userId: accepted.userId,
+      allAcceptedCredentialIds: accepted.allAcceptedCredentialIds || [],
+    }).catch(function () {
+      /* best effort */
+    });
+    // never hold up a navigation for long
+    return Promise.race([call, new Promise(function (done) { window.setTimeout(done, 1000); })]);
+  }
+
+  // A [data-signal-accepted] marker (the account page, or the passkeys section after a
+  // removal) is used once, then removed: background refreshes don't repeat the signal.
   function signalAccepted(root) {
     const marker = root && root.querySelector("[data-signal-accepted]");
-    if (!marker || !window.PublicKeyCredential) return;
-    if (typeof PublicKeyCredential.signalAllAcceptedCredentials !== "function") return;
-    const ids = (marker.dataset.credentialIds || "").split(" ").filter(Boolean);
-    PublicKeyCredential.signalAllAcceptedCredentials({
+    if (!marker) return;
+    marker.removeAttribute("data-signal-accepted");
+    signalAcceptedIds({
       rpId: marker.dataset.rpId,
       userId: marker.dataset.userId,
-      allAcceptedCredentialIds: ids,
+      allAcceptedCredentialIds: (marker.dataset.credentialIds || "").split(" ").filter(Boolean),
+    });
+  }
+
+  // A passkey sign-in refused with `unknown-credential`: only for the credential that the
+  // authenticator just returned, and only when the server names that same one.
+  function signalUnknown(data, credential, options) {
+    if (!data || data.code !== "unknown-credential" || !hasSignal("signalUnknownCredential")) return;
+    if (!credential || data.credentialId !== credential.id) return;
+    PublicKeyCredential.signalUnknownCredential({
+      rpId: (options && options.rpId) || window.location.hostname,
+      credentialId: credential.id,
     }).catch(function () {
-      /* best effort: the passkey is already removed on our side */
+      /* best effort */
     });
   }
 
@@ -362,9 +417,14 @@
     run(button, "conditional");
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", startConditional);
-  } else {
+  function onLoad() {
+    signalAccepted(document); // the account page: once per page load
     startConditional();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", onLoad);
+  } else {
+    onLoad();
   }
 })();

@@ -35,6 +35,8 @@ CODE_RE = re.compile(r"<code>([A-Z0-9-]+)</code>")
 class Flags:
     requires_2fa: bool
     user_2fa_enabled: bool
+    requires_2fa_from: datetime | None = None  # None: the requirement applies at once
+    requirement_reminded_at: datetime | None = None
 
 
 @dataclass
@@ -396,7 +398,9 @@ def test_enable_when_required_records_both(auth, client, database, admin):
     client.page("/account")
     card = client.htmx("GET", "/account/two-factor")
     assert "data-2fa-status>Required by your administrator<" in card.text
-    assert "Enable two-factor authentication" in card.text
+    # SPEC rev 2 §4.1b: no "Enable" button while a requirement is in force (the endpoint
+    # still accepts it: "user enables 2FA — always")
+    assert "Enable two-factor authentication" not in card.text
     assert "Disable two-factor authentication" not in card.text
 
     assert auth.enable_2fa().status_code == 200
