@@ -235,7 +235,8 @@ def new_requirement_start(
     `requires_2fa_from`). A new require replaces a pending date; it never moves a
     requirement already in force back to pending."""
     now = _now(now)
-    start = now + timedelta(days=grace_days) if grace_days > 0 else None
+    # to the second, so that the date shown (requiredFrom, the pages) is the exact instant
+    start = (now + timedelta(days=grace_days)).replace(microsecond=0) if grace_days > 0 else None
     if requirement_in_force(user, now):
         return False, user.requires_2fa_from
     return True, start
