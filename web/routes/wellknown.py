@@ -11,7 +11,9 @@ from web.errors import Refused
 CACHE = "public, max-age=3600"
 
 
-@get("/.well-known/webauthn", sync_to_thread=False)
+# Public and cacheable by anyone: no CSRF cookie (a shared cache must not hand one user's
+# cookie to others).
+@get("/.well-known/webauthn", sync_to_thread=False, opt={"exclude_from_csrf": True})
 def webauthn_origins(request: Request) -> Response:
     settings = request.app.state.settings
     if not settings.related_origins:
