@@ -10,6 +10,9 @@
  * Fields of the enclosing [data-passkey-form] (e.g. "name") are sent too. Messages go to the
  * nearest [data-passkey-status] (role="alert"). One delegated listener, so buttons that
  * htmx swaps in later work without re-binding; one AbortController for the ceremony.
+ * WebAuthn Signal API (feature-detected): signalAllAcceptedCredentials from a
+ * [data-signal-accepted] marker (each used once) and from a passkey sign-in's answer;
+ * signalUnknownCredential when a passkey sign-in is refused with code "unknown-credential".
  */
 (function () {
   "use strict";
