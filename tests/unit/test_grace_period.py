@@ -484,3 +484,25 @@ def test_activity_words_for_the_new_events(admin, auth, client, database):
     words = twofactor.date_words(start)
     assert f"Two-factor authentication required by an administrator from {words}" in text
     assert f"Reminder sent: two-factor authentication will be required from {words}" in text
+
+
+def test_serve_runs_the_reminders_in_its_background_work(admin, user, database, settings):
+    """`serve`'s background task sends what is due when it starts (then every interval)."""
+    import asyncio
+
+    from web.cli import _reminders_forever
+
+    require(admin, 3)
+    move_date(database, utcnow().replace(microsecond=0) + timedelta(hours=12))
+
+    async def briefly() -> None:
+        task = asyncio.create_task(_reminders_forever(settings.with_(reminder_interval=3600)))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if events_of(database, "2fa_requirement_reminder"):
+                break
+        task.cancel()
+
+    asyncio.run(briefly())
+    assert len(events_of(database, "2fa_requirement_reminder")) == 1
+    assert reload_user(database).requirement_reminded_at is not None
