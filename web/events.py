@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from models import SecurityEvent, utcnow
+from web.twofactor import date_words
 
 RECENT = 20
 
@@ -50,7 +52,10 @@ def describe(event: SecurityEvent) -> str:
     words = {
         "2fa_enabled": "Two-factor authentication turned on",
         "2fa_disabled": "Two-factor authentication turned off",
-        "2fa_required": "Two-factor authentication required by an administrator",
+        "2fa_required": _required_words(d.get("from")),
+        "2fa_requirement_reminder": _reminder_words(d.get("from")),
+        "unlocked": "Account unlocked by an administrator",
+        "signed_out_everywhere": "Signed out of every session by an administrator",
         "2fa_not_required": "Administrator no longer requires two-factor authentication",
         "passkey_added": f"Passkey “{name}” added",
         "passkey_renamed": f"Passkey “{d.get('old', '')}” renamed to “{name}”",
@@ -80,6 +85,28 @@ def _reauth_words(method: str) -> str:
         "passkey": "Confirmed it's you with a passkey",
         "password": "Confirmed it's you with your password",
     }.get(method, "Confirmed it's you")
+
+
+def _date_words(value: Any) -> str:
+    """An ISO 8601 date of an event's detail in words ("8 December 2026, 14:05 UTC")."""
+    try:
+        return date_words(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    except ValueError:
+        return ""
+
+
+def _required_words(start: Any) -> str:
+    words = _date_words(start) if start else ""
+    if words:
+        return f"Two-factor authentication required by an administrator from {words}"
+    return "Two-factor authentication required by an administrator"
+
+
+def _reminder_words(start: Any) -> str:
+    words = _date_words(start) if start else ""
+    if words:
+        return f"Reminder sent: two-factor authentication will be required from {words}"
+    return "Reminder sent: two-factor authentication will be required soon"
 
 
 def _sign_in_words(method: str) -> str:

@@ -41,11 +41,14 @@ def check_request(request: Request) -> None:
     """Before every handler: state changes only from our own origin, in the declared type."""
     if request.method not in UNSAFE:
         return
+    settings = request.app.state.settings
     origin = request.headers.get("origin")
-    expected = request.app.state.settings.effective_origin
-    if origin is not None and origin != expected:
+    if origin is not None and origin not in settings.expected_origins:
         raise Refused(403, "Requests from other sites are refused.")
-    if request.headers.get("sec-fetch-site") == "cross-site":
+    # A related origin (BARYCENTER_RELATED_ORIGINS) is another site, but one of ours (SPEC §9).
+    if request.headers.get("sec-fetch-site") == "cross-site" and not (
+        origin is not None and origin in settings.related_origins
+    ):
         raise Refused(403, "Requests from other sites are refused.")
     body = request.route_handler.opt.get("body", "form")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -213,17 +213,21 @@ def load(request: Request, db: Session) -> Viewer | None:
 
 
 def _demote(request: Request, db: Session, viewer: Viewer) -> None:
-    """A full session that no longer meets the rules becomes a partial one."""
+    """A full session that no longer meets the rules becomes a partial one; its
+    `partial_reason` says why ("admin-required": /login/2fa tells the user)."""
     settings = request.app.state.settings
-    expires = utcnow() + timedelta(seconds=settings.partial_session_ttl)
+    now = utcnow()
+    expires = now + timedelta(seconds=settings.partial_session_ttl)
+    reason = twofactor.demotion_reason(viewer.user, now)
     statement = (
         update(AuthSession)
         .where(col(AuthSession.id) == viewer.session.id)
-        .values(state=PARTIAL, expires_at=expires)
+        .values(state=PARTIAL, expires_at=expires, partial_reason=reason)
     )
     _write_now(request, db, statement)
     set_committed_value(viewer.session, "state", PARTIAL)
     set_committed_value(viewer.session, "expires_at", expires)
+    set_committed_value(viewer.session, "partial_reason", reason)
 
 
 def login_url(request: Request) -> str:
@@ -240,7 +244,7 @@ def provide_viewer(request: Request, db: NamedDependency[Session]) -> Viewer:
     if viewer is None:
         raise RedirectTo(login_url(request), status=401, message="Please sign in.")
     if viewer.session.state == FULL and not twofactor.session_meets_rules(
-        viewer.user, viewer.session
+        viewer.user, viewer.session, utcnow()
     ):
         _demote(request, db, viewer)
     if viewer.session.state != FULL:
@@ -258,7 +262,7 @@ def provide_pending(request: Request, db: NamedDependency[Session]) -> Viewer:
             "/login", status=401, message="Your sign-in expired. Please sign in again."
         )
     if viewer.session.state == FULL:
-        if twofactor.session_meets_rules(viewer.user, viewer.session):
+        if twofactor.session_meets_rules(viewer.user, viewer.session, utcnow()):
             raise RedirectTo("/account", status=409, message="You are already signed in.")
         _demote(request, db, viewer)
     return viewer

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/barycenter.db"
 ADMIN_TOKEN_MIN_LENGTH = 32
@@ -32,6 +34,60 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+
+
+class ConfigError(ValueError):
+    """A setting that must stop start-up, with a message that says how to fix it."""
+
+
+DEFAULT_PORTS = {"https": 443, "http": 80}
+HOST_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+"""A DNS name in ASCII (internationalised names as punycode, xn--…)."""
+
+
+def parse_origin(entry: str, name: str = "BARYCENTER_RELATED_ORIGINS") -> str:
+    """One origin as browsers serialise it ("https://login.example.com"): https, or
+    http://localhost[:port]; no path, query, fragment or user. Anything else is refused."""
+    problem = f"{name}: {entry!r} is not a bare origin such as https://login.example.com"
+    if any(ch.isspace() or ord(ch) < 32 for ch in entry):
+        raise ConfigError(problem)
+    try:
+        parts = urlsplit(entry)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(problem) from None
+    host = (parts.hostname or "").lower()
+    if (
+        parts.scheme.lower() not in DEFAULT_PORTS
+        or not HOST_RE.match(host)
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "?" in entry
+        or "#" in entry
+    ):
+        raise ConfigError(problem)
+    scheme = parts.scheme.lower()
+    if scheme == "http" and host != "localhost":
+        raise ConfigError(f"{name}: {entry!r} must use https (http only for localhost)")
+    if port is None or port == DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def parse_origins(value: str, name: str = "BARYCENTER_RELATED_ORIGINS") -> tuple[str, ...]:
+    """A comma-separated list of origins: trimmed, checked, without repeats."""
+    origins: list[str] = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        origin = parse_origin(entry, name)
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
 
 
 def _data_dir(database_url: str) -> Path:
@@ -94,6 +150,10 @@ class Settings:
     """Seconds between runs of the expiry clean-up inside `serve`; 0 turns it off."""
     reauth_seconds: int = 600
     """How long a sign-in or a "Confirm it's you" counts as recent authentication (§4.1)."""
+    related_origins: tuple[str, ...] = ()
+    """Other origins allowed to use this RP ID (WebAuthn related origin requests)."""
+    reminder_interval: int = 300
+    """Seconds between runs of the grace-period reminder job inside `serve`; 0 turns it off."""
 
     def __post_init__(self) -> None:
         if self.admin_token and len(self.admin_token) < ADMIN_TOKEN_MIN_LENGTH:
@@ -108,6 +168,14 @@ class Settings:
     @property
     def effective_origin(self) -> str:
         return self.origin or f"http://localhost:{self.port}"
+
+    @property
+    def expected_origins(self) -> list[str]:
+        """Every origin a ceremony or a state-changing request may come from: ours first."""
+        return [
+            self.effective_origin,
+            *(o for o in self.related_origins if o != self.effective_origin),
+        ]
 
     @property
     def secure_cookies(self) -> bool:
@@ -160,6 +228,7 @@ class Settings:
             "reauth_seconds": _int(env, "BARYCENTER_REAUTH_SECONDS", 600),
             "trusted_proxies": tuple(p.strip() for p in proxies.split(",") if p.strip()),
             "dev": _bool(env.get("BARYCENTER_DEV"), False, "BARYCENTER_DEV"),
+            "related_origins": parse_origins(env.get("BARYCENTER_RELATED_ORIGINS", "")),
         }
         values.update(overrides)
         if "secret_key" not in values:

@@ -85,6 +85,7 @@ def passkey_sign_in(
     owner = user_by_handle(db, handle) if handle else None
 
     def effect(challenge: Any) -> str:
+        passkeys.refuse_unknown_credential(db, credential)  # the shim signals it (SPEC §9)
         if owner is None:
             raise Refused(400, "That passkey does not belong to an account here.")
         passkey = passkeys.verify_authentication(db, settings, challenge, credential, owner=owner)

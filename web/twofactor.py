@@ -7,7 +7,7 @@ reads like a row of the spec's table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 MAX_FAILED_ATTEMPTS = 5
@@ -30,9 +30,25 @@ LAST_PASSKEY = (
 )
 
 
+REQUIRED_FROM = "Required by your administrator from"
+"""The card's words for a pending requirement; the date follows (SPEC §4.2)."""
+NOTICE_FROM = "Your administrator requires two-factor authentication from"
+"""The account page's notice while a requirement is pending; the date follows."""
+GRACE_DAYS_MAX = 365
+REMIND_BEFORE = timedelta(days=1)
+"""The reminder of a pending requirement goes this long before it applies."""
+ADMIN_REQUIRED = "admin-required"
+"""auth_sessions.partial_reason of a session demoted because a requirement came in force."""
+
+
 class UserFlags(Protocol):
     requires_2fa: bool
     user_2fa_enabled: bool
+    requires_2fa_from: datetime | None
+
+
+class ReminderFacts(UserFlags, Protocol):
+    requirement_reminded_at: datetime | None
 
 
 class SessionFacts(Protocol):
@@ -59,18 +75,74 @@ def refuse(status: int, message: str, code: str = "") -> Decision:
     return Decision(False, status, message, code)
 
 
-def effective(user: UserFlags) -> bool:
-    """Effective 2FA = requires_2fa OR user_2fa_enabled."""
-    return user.requires_2fa or user.user_2fa_enabled
+def _now(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else now
 
 
-def status_words(user: UserFlags) -> str:
-    """The two-factor card's status in words."""
-    if user.requires_2fa and user.user_2fa_enabled:
+def _utc(moment: datetime) -> datetime:
+    """Stored times are UTC; some databases hand them back without a zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def requirement_in_force(user: UserFlags, now: datetime | None = None) -> bool:
+    """An administrator's requirement applies: set, and its grace period (if any) is over.
+    In force from `requires_2fa_from` on, to the instant (SPEC §9)."""
+    if not user.requires_2fa:
+        return False
+    start = user.requires_2fa_from
+    return start is None or _now(now) >= _utc(start)
+
+
+def requirement_pending(user: UserFlags, now: datetime | None = None) -> bool:
+    """An administrator's requirement is set but its grace period has not ended yet."""
+    return user.requires_2fa and not requirement_in_force(user, now)
+
+
+def required_from(user: UserFlags) -> datetime | None:
+    """When the requirement starts (or started) to apply; None: at once, or none set."""
+    if not user.requires_2fa or user.requires_2fa_from is None:
+        return None
+    return _utc(user.requires_2fa_from)
+
+
+def effective(user: UserFlags, now: datetime | None = None) -> bool:
+    """Effective 2FA = user_2fa_enabled OR (requires_2fa AND the requirement is in force)."""
+    return user.user_2fa_enabled or requirement_in_force(user, now)
+
+
+def date_words(moment: datetime) -> str:
+    """A date for people, in UTC with the zone stated: "8 December 2026, 14:05 UTC"."""
+    return _utc(moment).astimezone(UTC).strftime("%-d %B %Y, %H:%M UTC")
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with Z, to the second (the admin API, <time datetime>, events)."""
+    return _utc(moment).astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def status_words(user: UserFlags, now: datetime | None = None) -> str:
+    """The two-factor card's status in words. While a requirement is pending the status is
+    the user's own ("On"/"Off"); the card adds the dated requirement (`pending_words`)."""
+    in_force = requirement_in_force(user, now)
+    if in_force and user.user_2fa_enabled:
         return "Required by your administrator (also turned on by you)"
-    if user.requires_2fa:
+    if in_force:
         return "Required by your administrator"
     return "On" if user.user_2fa_enabled else "Off"
+
+
+def pending_words(user: UserFlags, now: datetime | None = None) -> str:
+    """ "Required by your administrator from 8 December 2026, 14:05 UTC" while pending, else "".
+    Templates show REQUIRED_FROM and the date (in a <time>) from the same facts."""
+    start = required_from(user)
+    if start is None or not requirement_pending(user, now):
+        return ""
+    return f"{REQUIRED_FROM} {date_words(start)}"
+
+
+def shows_requirement_notice(user: UserFlags, now: datetime | None = None) -> bool:
+    """The dated notice at the top of the account page: pending, and 2FA not on yet."""
+    return requirement_pending(user, now) and not user.user_2fa_enabled
 
 
 def can_enable(user: UserFlags) -> Decision:
@@ -80,8 +152,15 @@ def can_enable(user: UserFlags) -> Decision:
     return ALLOWED
 
 
+def shows_enable_button(user: UserFlags, now: datetime | None = None) -> bool:
+    """ "Enable" is offered unless it is on, or a requirement is in force (SPEC §4.1b);
+    during a grace period it is offered (§4.2)."""
+    return can_enable(user).allowed and not requirement_in_force(user, now)
+
+
 def can_disable(user: UserFlags) -> Decision:
-    """A user may turn their own 2FA off unless an administrator requires it."""
+    """A user may turn their own 2FA off unless an administrator requires it (a pending
+    requirement too: SPEC §4.2)."""
     if user.requires_2fa:
         return refuse(403, ADMIN_REQUIRES)
     if not user.user_2fa_enabled:
@@ -93,28 +172,41 @@ def shows_disable_button(user: UserFlags) -> bool:
     return can_disable(user).allowed
 
 
-def can_remove_passkey(user: UserFlags, passkey_count: int) -> Decision:
+def can_remove_passkey(
+    user: UserFlags, passkey_count: int, now: datetime | None = None
+) -> Decision:
     """Never remove the last passkey while effective 2FA is on."""
-    if passkey_count <= 1 and effective(user):
+    if passkey_count <= 1 and effective(user, now):
         return refuse(409, LAST_PASSKEY)
     return ALLOWED
 
 
-def password_sign_in_needs_second_factor(user: UserFlags) -> bool:
+def password_sign_in_needs_second_factor(user: UserFlags, now: datetime | None = None) -> bool:
     """Password correct: a full session when 2FA is off, a partial one when it is on."""
-    return effective(user)
+    return effective(user, now)
 
 
-def session_meets_rules(user: UserFlags, session: SessionFacts) -> bool:
-    """A full session stops meeting the rules when 2FA becomes effective without MFA."""
+def session_meets_rules(
+    user: UserFlags, session: SessionFacts, now: datetime | None = None
+) -> bool:
+    """A full session stops meeting the rules when 2FA becomes effective without MFA (also
+    when a grace period ends: the next request finds the requirement in force)."""
     if session.state != "full":
         return False
-    return session.mfa_verified or not effective(user)
+    return session.mfa_verified or not effective(user, now)
 
 
-def needs_enrollment_at_login(user: UserFlags, passkey_count: int) -> bool:
+def demotion_reason(user: UserFlags, now: datetime | None = None) -> str:
+    """Why a full session was sent to /login/2fa: "admin-required" when an administrator's
+    requirement (now in force) is the cause, else "" (SPEC §4.1b: /login/2fa says so)."""
+    return ADMIN_REQUIRED if requirement_in_force(user, now) else ""
+
+
+def needs_enrollment_at_login(
+    user: UserFlags, passkey_count: int, now: datetime | None = None
+) -> bool:
     """Effective 2FA but no passkey: offer passkey registration on /login/2fa."""
-    return effective(user) and passkey_count == 0
+    return effective(user, now) and passkey_count == 0
 
 
 def recently_authenticated(session: SessionFacts, now: datetime, seconds: int) -> bool:
@@ -178,13 +270,54 @@ def can_change_password(session: SessionFacts, now: datetime, seconds: int) -> D
     return _then_recent(ALLOWED, session, now, seconds)
 
 
-def shows_recovery_codes(user: UserFlags) -> bool:
-    return effective(user)
+def shows_recovery_codes(user: UserFlags, now: datetime | None = None) -> bool:
+    return effective(user, now)
 
 
-def can_regenerate_codes(user: UserFlags) -> Decision:
+def can_regenerate_codes(user: UserFlags, now: datetime | None = None) -> Decision:
     """Recovery codes exist only while effective 2FA is on."""
-    return ALLOWED if effective(user) else refuse(409, NO_CODES)
+    return ALLOWED if effective(user, now) else refuse(409, NO_CODES)
+
+
+# ---- the grace period of an administrator's requirement (SPEC §4.2, §9) ------------------
+
+
+def check_grace_days(grace_days: int) -> Decision:
+    """`graceDays` of setUser2faRequired: 0 (at once) to 365."""
+    if grace_days < 0 or grace_days > GRACE_DAYS_MAX:
+        return refuse(422, f"graceDays must be between 0 and {GRACE_DAYS_MAX}, not {grace_days}.")
+    return ALLOWED
+
+
+def new_requirement_start(
+    user: UserFlags, grace_days: int, now: datetime | None = None
+) -> tuple[bool, datetime | None]:
+    """`setUser2faRequired(required: true, graceDays)`: (changes anything?, the new
+    `requires_2fa_from`). A new require replaces a pending date; it never moves a
+    requirement already in force back to pending."""
+    now = _now(now)
+    # to the second, so that the date shown (requiredFrom, the pages) is the exact instant
+    start = (now + timedelta(days=grace_days)).replace(microsecond=0) if grace_days > 0 else None
+    if requirement_in_force(user, now):
+        return False, user.requires_2fa_from
+    return True, start
+
+
+def reminder_wanted(start: datetime | None, now: datetime | None = None) -> bool:
+    """A day-before reminder is worth sending only when the grace is longer than a day."""
+    return start is not None and _utc(start) - _now(now) > REMIND_BEFORE
+
+
+def reminder_due(user: ReminderFacts, now: datetime | None = None) -> bool:
+    """The day-before reminder: once, while pending, not already on, in its last day."""
+    start = required_from(user)
+    return (
+        start is not None
+        and requirement_pending(user, now)
+        and not user.user_2fa_enabled
+        and user.requirement_reminded_at is None
+        and _now(now) >= start - REMIND_BEFORE
+    )
 
 
 def is_locked(locked_until: datetime | None, now: datetime) -> bool:

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from user_agents import parse as parse_user_agent
 from webauthn.helpers import bytes_to_base64url
 
-from models import AuthSession, Passkey, SecurityEvent, User
+from models import AuthSession, Passkey, SecurityEvent, User, utcnow
 from models.passkey import passkeys_of
 from models.recovery import recovery_codes_remaining
 from web import events, sessions, twofactor
@@ -181,23 +181,48 @@ def accepted_credentials(settings: Settings, user: User, passkeys: list[Passkey]
     }
 
 
-def two_factor_view(user: User, passkey_count: int, recovery_remaining: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Moment:
+    """A time as the pages show it: words in UTC inside <time datetime="iso">."""
+
+    iso: str
+    words: str
+
+
+def moment(value: datetime | None) -> Moment | None:
+    if value is None:
+        return None
+    return Moment(iso=twofactor.iso_utc(value), words=twofactor.date_words(value))
+
+
+def two_factor_view(
+    user: User, passkey_count: int, recovery_remaining: int, now: datetime | None = None
+) -> dict[str, Any]:
     """The two-factor card's facts, all decided by web.twofactor."""
+    now = now or utcnow()
+    pending = twofactor.requirement_pending(user, now)
     return {
-        "effective": twofactor.effective(user),
-        "required": user.requires_2fa,
+        "effective": twofactor.effective(user, now),
+        "required": twofactor.requirement_in_force(user, now),
         "user_enabled": user.user_2fa_enabled,
-        "status": twofactor.status_words(user),
-        "can_enable": twofactor.can_enable(user).allowed,
+        "status": twofactor.status_words(user, now),
+        # a pending requirement: "Required by your administrator from <date>" (SPEC §4.2)
+        "pending": pending,
+        "pending_label": twofactor.REQUIRED_FROM,
+        "pending_words": twofactor.pending_words(user, now),
+        "required_from": moment(twofactor.required_from(user)) if pending else None,
+        "notice": twofactor.shows_requirement_notice(user, now),
+        "notice_label": twofactor.NOTICE_FROM,
+        "can_enable": twofactor.shows_enable_button(user, now),
         "can_disable": twofactor.shows_disable_button(user),
         "has_passkeys": passkey_count > 0,
         # "Confirm it's you" asks with a passkey when there is one, else the password
         "confirm_method": twofactor.confirm_method(passkey_count),
         "passkeys_full": passkey_count >= twofactor.MAX_PASSKEYS,
         "max_passkeys": twofactor.MAX_PASSKEYS,
-        "shows_recovery": twofactor.shows_recovery_codes(user),
+        "shows_recovery": twofactor.shows_recovery_codes(user, now),
         "recovery_remaining": recovery_remaining,
-        "recovery_low": twofactor.shows_recovery_codes(user) and recovery_remaining <= 2,
+        "recovery_low": twofactor.shows_recovery_codes(user, now) and recovery_remaining <= 2,
     }
 
 
@@ -228,8 +253,9 @@ def account_context(
 ) -> dict[str, Any]:
     """Everything the account page and each of its sections render from."""
     user = viewer.user
+    now = utcnow()
     rows = passkeys_of(db, user.id)  # type: ignore[arg-type]
-    effective = twofactor.effective(user)
+    effective = twofactor.effective(user, now)
     remaining = recovery_codes_remaining(db, user.id) if effective else 0  # type: ignore[arg-type]
     live = [
         s
@@ -240,7 +266,9 @@ def account_context(
         "user": user,
         "display_name": user.display_name or user.username,
         "passkeys": [passkey_view(p) for p in rows],
-        "two_factor": two_factor_view(user, len(rows), remaining),
+        "two_factor": two_factor_view(user, len(rows), remaining, now),
+        # every page load tells the password manager which passkeys are current (Signal API)
+        "accepted": accepted_credentials(settings, user, rows),
         "sessions": [session_view(s, viewer.session.id) for s in live],
         "events": event_views(events.recent(db, user.id)),  # type: ignore[arg-type]
         "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -35,6 +35,8 @@ CODE_RE = re.compile(r"<code>([A-Z0-9-]+)</code>")
 class Flags:
     requires_2fa: bool
     user_2fa_enabled: bool
+    requires_2fa_from: datetime | None = None  # None: the requirement applies at once
+    requirement_reminded_at: datetime | None = None
 
 
 @dataclass
@@ -295,6 +297,227 @@ def test_amr_and_lockout_rules():
 
 
 # --------------------------------------------------------------------------------------
+# The grace period of an administrator's requirement (SPEC §4.2, §9), with an injected clock
+# --------------------------------------------------------------------------------------
+
+GRACE_ENDS = datetime(2026, 12, 8, 14, 5, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+# requirement → (requires_2fa, requires_2fa_from, the clock)
+REQUIREMENTS = {
+    "none": (False, None, GRACE_ENDS),
+    "at-once": (True, None, GRACE_ENDS),
+    "pending-a-week": (True, GRACE_ENDS, GRACE_ENDS - timedelta(days=7)),
+    "pending-1s-left": (True, GRACE_ENDS, GRACE_ENDS - SECOND),
+    "boundary": (True, GRACE_ENDS, GRACE_ENDS),  # "in force when now ≥ requires_2fa_from"
+    "passed": (True, GRACE_ENDS, GRACE_ENDS + SECOND),
+    "naive-stored-date": (True, GRACE_ENDS.replace(tzinfo=None), GRACE_ENDS - SECOND),
+}
+GRACE_QUESTIONS = (
+    "in-force",
+    "pending",
+    "effective",
+    "status",
+    "card-date",
+    "notice",
+    "enable-button",
+    "disable",
+    "remove-last-passkey",
+    "password-sign-in",
+    "aal1-session-meets-rules",
+    "enroll-at-login",
+    "demotion-reason",
+)
+
+
+def grace_expected(requirement: str, enabled: bool, passkeys: int, question: str) -> Any:
+    """What SPEC §4.2 and §9 say, read from their text."""
+    requires, start, _ = REQUIREMENTS[requirement]
+    pending = requirement.startswith("pending") or requirement == "naive-stored-date"
+    in_force = requires and not pending
+    effective = enabled or in_force  # "effective2fa is false while … pending and … off"
+    answers = {
+        "in-force": in_force,
+        "pending": pending,
+        "effective": effective,
+        # "the card says 'On' with the dated requirement when it is on"
+        "status": (
+            (
+                "Required by your administrator (also turned on by you)"
+                if enabled
+                else "Required by your administrator"
+            )
+            if in_force
+            else ("On" if enabled else "Off")
+        ),
+        # "Required by your administrator from <date>" (dates in words, time zone stated)
+        "card-date": "Required by your administrator from 8 December 2026, 14:05 UTC"
+        if pending
+        else "",
+        # "the notice shows only when the user's own flag is off"
+        "notice": pending and not enabled,
+        # "no button while a requirement is in force"; "during a grace period it is offered"
+        "enable-button": not enabled and not in_force,
+        # "A pending requirement already forbids turning 2FA off once it is on"
+        "disable": (403, ADMIN_REQUIRES)
+        if requires
+        else (ALLOWED if enabled else (409, "already off")),
+        "remove-last-passkey": (409, "last passkey") if effective and passkeys <= 1 else ALLOWED,
+        "password-sign-in": "partial, /login/2fa" if effective else "full, aal1, pwd",
+        "aal1-session-meets-rules": not effective,
+        "enroll-at-login": effective and passkeys == 0,
+        # issue 13 shows "Your administrator now requires two-factor authentication."
+        "demotion-reason": "admin-required" if in_force else "",
+    }
+    return answers[question]
+
+
+def grace_actual(user: Flags, passkeys: int, now: datetime, question: str) -> Any:
+    aal1 = Facts("full", False)
+    answers = {
+        "in-force": lambda: twofactor.requirement_in_force(user, now),
+        "pending": lambda: twofactor.requirement_pending(user, now),
+        "effective": lambda: twofactor.effective(user, now),
+        "status": lambda: twofactor.status_words(user, now),
+        "card-date": lambda: twofactor.pending_words(user, now),
+        "notice": lambda: twofactor.shows_requirement_notice(user, now),
+        "enable-button": lambda: twofactor.shows_enable_button(user, now),
+        "disable": lambda: decision_outcome(twofactor.can_disable(user)),
+        "remove-last-passkey": lambda: decision_outcome(
+            twofactor.can_remove_passkey(user, passkeys, now)
+        ),
+        "password-sign-in": lambda: (
+            "partial, /login/2fa"
+            if twofactor.password_sign_in_needs_second_factor(user, now)
+            else "full, aal1, pwd"
+        ),
+        "aal1-session-meets-rules": lambda: twofactor.session_meets_rules(user, aal1, now),
+        "enroll-at-login": lambda: twofactor.needs_enrollment_at_login(user, passkeys, now),
+        "demotion-reason": lambda: twofactor.demotion_reason(user, now),
+    }
+    return answers[question]()
+
+
+GRACE_CASES = [
+    pytest.param(r, e, n, q, id=f"{r}-user{int(e)}-{n}pk-{q}")
+    for r in REQUIREMENTS
+    for e in (False, True)
+    for n in (0, 1)
+    for q in GRACE_QUESTIONS
+]
+
+
+@pytest.mark.parametrize(("requirement", "enabled", "passkeys", "question"), GRACE_CASES)
+def test_grace_period_table(requirement: str, enabled: bool, passkeys: int, question: str):
+    requires, start, now = REQUIREMENTS[requirement]
+    user = Flags(requires, enabled, requires_2fa_from=start)
+    want = grace_expected(requirement, enabled, passkeys, question)
+    got = grace_actual(user, passkeys, now, question)
+    assert same(got, want), f"expected {want!r}, the rules say {got!r}"
+
+
+def test_effective_defaults_to_the_current_time():
+    """`effective(user)` keeps its shape: without a clock it asks about now."""
+    soon = Flags(True, False, requires_2fa_from=utcnow() + timedelta(minutes=5))
+    past = Flags(True, False, requires_2fa_from=utcnow() - timedelta(seconds=1))
+    assert not twofactor.effective(soon) and twofactor.requirement_pending(soon)
+    assert twofactor.effective(past) and twofactor.requirement_in_force(past)
+    assert twofactor.effective(Flags(True, False))  # no date: at once
+
+
+@pytest.mark.parametrize(
+    ("grace_days", "allowed"),
+    [(-1, False), (0, True), (1, True), (7, True), (365, True), (366, False), (-(2**31), False)],
+)
+def test_grace_days_range(grace_days: int, allowed: bool):
+    decision = twofactor.check_grace_days(grace_days)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert "between 0 and 365" in decision.message and str(grace_days) in decision.message
+
+
+NOW = GRACE_ENDS - timedelta(days=3, microseconds=250)  # the new date is to the second
+
+
+@pytest.mark.parametrize(
+    ("requirement", "grace_days", "changes", "start"),
+    [
+        # a first requirement: at once, or now + N days
+        ("none", 0, True, None),
+        ("none", 7, True, GRACE_ENDS + timedelta(days=4, seconds=-1)),
+        # a new require replaces a pending date (later or sooner, or at once)
+        ("pending", 10, True, GRACE_ENDS + timedelta(days=7, seconds=-1)),
+        ("pending", 1, True, GRACE_ENDS - timedelta(days=2, seconds=1)),
+        ("pending", 0, True, None),
+        # never moves a requirement already in force back to pending
+        ("at-once", 7, False, None),
+        ("passed", 7, False, NOW - SECOND),
+        ("passed", 0, False, NOW - SECOND),
+    ],
+)
+def test_new_requirement_start(requirement, grace_days, changes, start):
+    stored = {
+        "none": (False, None),
+        "pending": (True, GRACE_ENDS),
+        "at-once": (True, None),
+        "passed": (True, NOW - SECOND),
+    }[requirement]
+    user = Flags(stored[0], False, requires_2fa_from=stored[1])
+    assert twofactor.new_requirement_start(user, grace_days, NOW) == (changes, start)
+
+
+@pytest.mark.parametrize(
+    ("left", "enabled", "reminded", "due"),
+    [
+        (timedelta(days=3), False, False, False),  # too early
+        (timedelta(days=1) + SECOND, False, False, False),
+        (timedelta(days=1), False, False, True),  # "a day before"
+        (timedelta(hours=23), False, False, True),  # (the job may run a little late)
+        (SECOND, False, False, True),
+        (timedelta(0), False, False, False),  # "unless … the date has passed"
+        (-timedelta(hours=1), False, False, False),
+        (timedelta(hours=12), True, False, False),  # "unless the user already has 2FA on"
+        (timedelta(hours=12), False, True, False),  # "once"
+    ],
+)
+def test_reminder_due(left, enabled, reminded, due):
+    now = GRACE_ENDS - left
+    user = Flags(
+        True,
+        enabled,
+        requires_2fa_from=GRACE_ENDS,
+        requirement_reminded_at=now if reminded else None,
+    )
+    assert twofactor.reminder_due(user, now) is due
+
+
+def test_reminder_due_needs_a_dated_requirement():
+    assert not twofactor.reminder_due(Flags(True, False), GRACE_ENDS)  # at once
+    assert not twofactor.reminder_due(Flags(False, False, GRACE_ENDS), GRACE_ENDS - SECOND)
+
+
+@pytest.mark.parametrize(
+    ("grace", "wanted"),
+    [
+        (timedelta(days=1), False),
+        (timedelta(hours=2), False),
+        (timedelta(days=1, seconds=1), True),
+        (timedelta(days=7), True),
+    ],
+)
+def test_a_day_or_less_of_grace_needs_no_reminder(grace, wanted):
+    assert twofactor.reminder_wanted(NOW + grace, NOW) is wanted
+    assert not twofactor.reminder_wanted(None, NOW)
+
+
+def test_dates_in_words_and_iso():
+    assert twofactor.date_words(GRACE_ENDS) == "8 December 2026, 14:05 UTC"
+    assert twofactor.iso_utc(GRACE_ENDS) == "2026-12-08T14:05:00Z"
+    other_zone = GRACE_ENDS.astimezone(timezone(timedelta(hours=-5)))
+    assert twofactor.date_words(other_zone) == "8 December 2026, 14:05 UTC"
+    assert twofactor.iso_utc(other_zone.replace(microsecond=123)) == "2026-12-08T14:05:00Z"
+
+
+# --------------------------------------------------------------------------------------
 # Helpers for the handler tests
 # --------------------------------------------------------------------------------------
 
@@ -488,7 +711,9 @@ def test_enable_when_required_records_both(auth, client, database, admin):
     client.page("/account")
     card = client.htmx("GET", "/account/two-factor")
     assert "data-2fa-status>Required by your administrator<" in card.text
-    assert "Enable two-factor authentication" in card.text
+    # SPEC rev 2 §4.1b: no "Enable" button while a requirement is in force (the endpoint
+    # still accepts it: "user enables 2FA — always")
+    assert "Enable two-factor authentication" not in card.text
     assert "Disable two-factor authentication" not in card.text
 
     assert auth.enable_2fa().status_code == 200

@@ -22,6 +22,7 @@ JSON = {"body": "json"}
 CHANGED = "account-changed"  # sections listen for it and refresh themselves
 
 SECTIONS = {
+    "requirement-notice": "partials/account/requirement_notice.html",
     "two-factor": "partials/account/two_factor.html",
     "passkeys": "partials/account/passkeys.html",
     "recovery-codes": "partials/account/recovery_codes.html",

@@ -10,7 +10,9 @@ from litestar.di import Provide
 from litestar.params import FromQuery, RawBody, URLEncodedBody
 from litestar.response import Template
 
+from models import User
 from models.passkey import passkey_count, passkeys_of
+from models.user import user_by_handle
 from web import account, ceremony, passkeys, sessions, signin, twofactor
 from web.errors import Refused
 from web.routes.common import (
@@ -27,7 +29,7 @@ from web.routes.common import (
     settings_of,
 )
 from web.tokens import digest, new_token
-from web.views import default_passkey_name
+from web.views import accepted_credentials, default_passkey_name
 
 JSON = {"body": "json"}
 
@@ -135,7 +137,30 @@ class LoginController(Controller):
             login_binding(request),
             replaces=sessions.token_of(request),
         )
-        return redirect(request, return_to_of(fields), token=token)
+        response = redirect(request, return_to_of(fields), token=token)
+        handle = passkeys.user_handle_of(credential)  # verified: it names the owner
+        return with_accepted_credentials(
+            request, db, response, user_by_handle(db, handle) if handle else None
+        )
+
+
+def with_accepted_credentials(
+    request: Request, db: DB, response: Response, owner: User | None
+) -> Response:
+    """After a passkey sign-in, the shim tells the password manager which passkeys the
+    account has now (WebAuthn Signal API): they go in the JSON answer next to `redirect`."""
+    if owner is None or not isinstance(response.content, dict):
+        return response
+    accepted = accepted_credentials(settings_of(request), owner, passkeys_of(db, owner.id))  # type: ignore[arg-type]
+    response.content = {
+        **response.content,
+        "signal": {
+            "rpId": accepted["rp_id"],
+            "userId": accepted["user_id"],
+            "allAcceptedCredentialIds": accepted["credential_ids"].split(),
+        },
+    }
+    return response
 
 
 class SecondFactorController(Controller):
@@ -219,7 +244,8 @@ class SecondFactorController(Controller):
         token = signin.second_factor_passkey(
             db, settings_of(request), client(request), viewer, credential
         )
-        return redirect(request, return_to_of(fields), token=token)
+        response = redirect(request, return_to_of(fields), token=token)
+        return with_accepted_credentials(request, db, response, viewer.user)
 
     @post("/enroll/start", sync_to_thread=True, opt=JSON)
     def enroll_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
