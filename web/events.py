@@ -8,6 +8,7 @@ from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from models import SecurityEvent, utcnow
+from web import notifications
 
 RECENT = 20
 
@@ -19,13 +20,19 @@ def record(
     *,
     actor: str = "user",
     ip: str = "",
+    user_agent: str = "",
     **detail: Any,
 ) -> None:
-    """Adds an event to the current transaction (the caller commits)."""
+    """Adds an event to the current transaction (the caller commits), and the email it sends
+    (SPEC §5.8) to the outbox in the same transaction: a rolled-back change sends nothing.
+    `user_agent` only words the email ("Chrome on Linux"); it is not stored with the event."""
     db.add(
         SecurityEvent(
             user_id=user_id, kind=kind, actor=actor, ip=ip, detail=detail, created_at=utcnow()
         )
+    )
+    notifications.queue_for_event(
+        db, user_id, kind, actor=actor, ip=ip, user_agent=user_agent, detail=detail
     )
 
 
@@ -64,11 +71,26 @@ def describe(event: SecurityEvent) -> str:
         "locked": "Account locked for 15 minutes after repeated failures",
         "sessions_revoked": "Signed out of other sessions",
         "user_created": "Account created",
+        "password_changed": "Password changed" + (" by an administrator" if by_admin else ""),
+        "password_change_failed": "Wrong current password given when changing the password",
+        "email_changed": _email_words(d, by_admin),
     }
     text = words.get(event.kind, event.kind.replace("_", " ").capitalize())
     if by_admin and event.kind in {"2fa_enabled", "2fa_disabled"}:
         text += " by an administrator"
     return text
+
+
+def _email_words(d: dict[str, Any], by_admin: bool) -> str:
+    from web.addresses import mask
+
+    by = " by an administrator" if by_admin else ""
+    old, new = mask(d.get("old")), mask(d.get("new"))
+    if old and new:
+        return f"Email address for notifications changed from {old} to {new}{by}"
+    if new:
+        return f"Email address for notifications set to {new}{by}"
+    return f"Email address for notifications removed{by}"
 
 
 def _sign_in_words(method: str) -> str:
@@ -86,4 +108,5 @@ def is_warning(event: SecurityEvent) -> bool:
         "second_factor_failed",
         "locked",
         "passkey_clone_suspected",
+        "password_change_failed",
     }

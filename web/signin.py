@@ -35,8 +35,11 @@ class SignedIn:
     partial: bool
 
 
-def _fail_password(db: Session, user: User, client: ClientInfo) -> None:
-    """Count a failure (atomically, shared by every process); the 5th locks the account."""
+def _fail_password(
+    db: Session, user: User, client: ClientInfo, kind: str = "sign_in_failed"
+) -> None:
+    """Count a failure (atomically, shared by every process); the 5th locks the account.
+    `kind` names the event: a wrong current password at a password change counts the same."""
     now = utcnow()
     count = db.exec(
         update(User)
@@ -44,7 +47,7 @@ def _fail_password(db: Session, user: User, client: ClientInfo) -> None:
         .values(failed_login_count=User.failed_login_count + 1)
         .returning(User.failed_login_count)
     ).one()[0]
-    events.record(db, user.id, "sign_in_failed", ip=client.ip)  # type: ignore[arg-type]
+    events.record(db, user.id, kind, ip=client.ip)  # type: ignore[arg-type]
     locked_until = twofactor.lock_after_failure(count, now)
     if locked_until is not None:
         db.exec(
@@ -52,7 +55,7 @@ def _fail_password(db: Session, user: User, client: ClientInfo) -> None:
             .where(col(User.id) == user.id)
             .values(locked_until=locked_until, failed_login_count=0)
         )
-        events.record(db, user.id, "locked", ip=client.ip)  # type: ignore[arg-type]
+        events.record(db, user.id, "locked", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
     db.commit()
 
 
