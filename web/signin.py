@@ -219,7 +219,14 @@ def second_factor_code(
     db.add(user)
     session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
     token = sessions.upgrade_session(db, session, settings, factor="otp", passkey_id=None)
-    events.record(db, user.id, "recovery_code_used", ip=client.ip, remaining=remaining)  # type: ignore[arg-type]
+    events.record(
+        db,
+        user.id,
+        "recovery_code_used",
+        ip=client.ip,
+        user_agent=client.user_agent,
+        remaining=remaining,
+    )  # type: ignore[arg-type]
     events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+otp")  # type: ignore[arg-type]
     db.commit()
     return token, remaining
