@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy import event
 from sqlmodel import Session, col, select
 
 from models import Notification, User, utcnow
@@ -120,13 +121,20 @@ def _settings(db: Session) -> Settings:
 
 
 def _pending(db: Session) -> list[tuple[Notification, str]]:
-    """Messages queued in this session's current transaction (for one-per-action)."""
-    transaction = db.get_transaction()
+    """Messages queued in this session's current transaction (for one-per-action): the list
+    empties when the transaction commits or rolls back, so an earlier action's message is
+    never touched."""
     held = db.info.get("outbox")
-    if held is None or held[0] is not transaction:
-        held = (transaction, [])
+    if held is None:
+        held = []
         db.info["outbox"] = held
-    return held[1]
+
+        def forget(*_args: Any) -> None:
+            held.clear()
+
+        event.listen(db, "after_commit", forget)
+        event.listen(db, "after_rollback", forget)
+    return held
 
 
 def _recently_sent_lock_notice(db: Session, user_id: int, now: datetime) -> bool:

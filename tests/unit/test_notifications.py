@@ -395,3 +395,40 @@ def test_smtp_url_ports_and_options() -> None:
         465, "tls", "us@r", "p:ss", False
     )  # fmt: skip
     assert "p:ss" not in repr(tls)
+
+
+def test_one_per_action_never_reaches_an_earlier_committed_action(database, user, alice_email):
+    with database.session() as db:
+        events.record(db, user.id, "passkey_added", ip="192.0.2.1", name="Old key")
+        db.commit()
+        events.record(db, user.id, "2fa_enabled", ip="192.0.2.1")  # a later action
+        db.commit()
+    assert [n.kind for n in outbox(database)] == ["passkey_added", "2fa_enabled"]
+    with database.session() as db:  # the same action: one message naming the passkey
+        events.record(db, user.id, "passkey_added", ip="192.0.2.1", name="New key")
+        events.record(db, user.id, "2fa_enabled", ip="192.0.2.1")
+        db.commit()
+    rows = outbox(database)
+    assert [n.kind for n in rows] == ["passkey_added", "2fa_enabled", "2fa_enabled"]
+    assert "“New key”" in rows[-1].body_text and "“Old key”" not in rows[-1].body_text
+
+
+def test_cleanup_deletes_old_delivered_messages_only(database, settings, user, alice_email):
+    from web.cleanup import cleanup
+
+    with database.session() as db:
+        for kind in ("password_changed", "passkey_removed", "locked"):
+            events.record(db, user.id, kind, ip="192.0.2.1", name="Key")
+        db.commit()
+    old = utcnow() - timedelta(days=31)
+    with database.session() as db:
+        db.exec(update(Notification).values(created_at=old))
+        db.exec(update(Notification).where(Notification.kind == "locked").values(sent_at=old))
+        db.exec(
+            update(Notification)
+            .where(Notification.kind == "passkey_removed")
+            .values(gave_up_at=old)
+        )
+        db.commit()
+    assert cleanup(database, settings)["notifications"] == 2
+    assert [n.kind for n in outbox(database)] == ["password_changed"]  # still pending
