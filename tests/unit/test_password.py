@@ -235,3 +235,27 @@ def test_create_user_with_email(database, database_url):
              database_url=database_url, stdin=NEW + "\n")  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert reload_user(database, "bob").email == "Bob@example.com"
+
+
+def test_twelve_identical_changes_at_once_change_it_once(auth, client, make_client, database):
+    from concurrent.futures import ThreadPoolExecutor
+
+    auth.login()
+    clones = []
+    for _ in range(12):
+        clone = make_client()
+        clone.cookies.update(client.cookies)
+        clone.csrf = client.csrf
+        clones.append(clone)
+
+    def send(clone):  # type: ignore[no-untyped-def]
+        return change(clone).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(send, clones))
+    assert statuses.count(200) == 1, statuses
+    assert set(statuses) <= {200, 401, 409}, statuses
+    kinds = [e.kind for e in query(database, select(SecurityEvent))]
+    assert kinds.count("password_changed") == 1
+    assert len(query(database, select(Notification))) == 0  # alice has no address
+    assert verify_password(reload_user(database).password_hash, NEW)
