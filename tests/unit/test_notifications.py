@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from sqlmodel import select, update
 
 from models import Notification, User, utcnow
-from tests.smtp import SmtpServer
+from tests.smtp import SmtpServer, self_signed_tls
 from tests.softauthn import SoftAuthenticator
 from tests.unit.conftest import ORIGIN, PASSWORD, Auth, query, reload_user
 from web import events, mailer
@@ -432,3 +432,37 @@ def test_cleanup_deletes_old_delivered_messages_only(database, settings, user, a
         db.commit()
     assert cleanup(database, settings)["notifications"] == 2
     assert [n.kind for n in outbox(database)] == ["password_changed"]  # still pending
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # smtps: all TLS
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_encrypted_smtp_verifies_certificates_and_logs_in(
+    database, settings, user, alice_email, tmp_path, security
+):
+    server = SmtpServer(
+        security=security, tls=self_signed_tls(tmp_path), login=("mailer", "s3cr:t@pass")
+    ).start()
+    try:
+        with database.session() as db:
+            events.record(db, user.id, "password_changed", ip="192.0.2.1")
+            db.commit()
+        base = server.url.replace("://", "://mailer:s3cr%3At%40pass@")
+        verified = settings.with_(smtp_url=base)
+        assert deliver(database, verified).failed == 1  # a self-signed certificate: refused
+        (row,) = outbox(database)
+        assert "CERTIFICATE_VERIFY_FAILED" in row.last_error and row.sent_at is None
+        assert server.inbox.messages == []
+
+        wrong_login = settings.with_(smtp_url=server.url + ("&" if "?" in server.url else "?")
+                                     + "verify=0")  # fmt: skip
+        assert deliver(database, wrong_login, ignore_delays=True).failed == 1
+        assert (
+            "Authentication" in outbox(database)[0].last_error
+            or "530" in outbox(database)[0].last_error
+        )
+
+        test_server = settings.with_(smtp_url=base + ("&" if "?" in base else "?") + "verify=0")
+        assert deliver(database, test_server, ignore_delays=True).sent == 1
+        assert server.inbox.subjects(ALICE) == [SUBJECTS["password_changed"]]
+    finally:
+        server.stop()
