@@ -46,6 +46,8 @@ passkey, not also "A passkey was added" (the passkey's event comes first, in the
 transaction)."""
 
 LOCK_NOTICE_EVERY = timedelta(hours=1)
+SENT_FOR_ADMIN = {"2fa_requirement_reminder"}
+"""Kinds that no request causes (a timer sends them): worded as the administrator's."""
 
 
 def long_when(moment: datetime) -> str:
@@ -193,8 +195,8 @@ def queue_for_event(
         kind=kind,
         display_name=user.display_name or user.username,
         when=long_when(now),
-        by_admin=actor == "admin",
-        ip=ip or "an unknown address",
+        by_admin=actor == "admin" or kind in SENT_FOR_ADMIN,
+        ip=ip,
         browser=_browser(user_agent),
         account_url=f"{settings.effective_origin}/account",
         passkey=passkey,

@@ -466,3 +466,20 @@ def test_encrypted_smtp_verifies_certificates_and_logs_in(
         assert server.inbox.subjects(ALICE) == [SUBJECTS["password_changed"]]
     finally:
         server.stop()
+
+
+def test_requirement_with_a_date_and_its_reminder_name_the_date(database, user, alice_email):
+    with database.session() as db:  # the event shapes issue 11 records (SPEC §9)
+        events.record(
+            db, user.id, "2fa_required", actor="admin", **{"from": "2026-12-08T14:05:00Z"}
+        )
+        events.record(db, user.id, "2fa_requirement_reminder", **{"from": "2026-12-08T14:05:00Z"})
+        events.record(db, user.id, "2fa_required", actor="admin")  # at once: no date
+        db.commit()
+    dated, reminder, at_once = outbox(database)
+    assert "from 8 December 2026, 14:05 UTC" in dated.body_text
+    assert "from 8 December 2026, 14:05 UTC" in reminder.body_text
+    assert "Who: your administrator" in reminder.body_text  # no request caused it
+    assert reminder.subject == "Two-factor authentication will be required tomorrow"
+    assert "from " not in at_once.body_text.split("\n\n")[1]
+    assert "next sign-in" in at_once.body_text
