@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         ),
         csrf_config=CSRFConfig(
             secret=settings.secret_key,
-            cookie_name="barycenter_csrf",
+            cookie_name=settings.csrf_cookie,
             header_name="x-csrftoken",
             cookie_secure=settings.secure_cookies,
             cookie_httponly=True,

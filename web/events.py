@@ -74,6 +74,10 @@ def describe(event: SecurityEvent) -> str:
         "password_changed": "Password changed" + (" by an administrator" if by_admin else ""),
         "password_change_failed": "Wrong current password given when changing the password",
         "email_changed": _email_words(d, by_admin),
+        "reauth": _reauth_words(d.get("method", "")),
+        "reauth_failed": "Failed attempt to confirm it's you",
+        "sign_in_incomplete": "Password entered; sign-in not completed",
+        "enrolled_at_login": f"Passkey “{name}” registered at sign-in; other sessions signed out",
     }
     text = words.get(event.kind, event.kind.replace("_", " ").capitalize())
     if by_admin and event.kind in {"2fa_enabled", "2fa_disabled"}:
@@ -93,6 +97,13 @@ def _email_words(d: dict[str, Any], by_admin: bool) -> str:
     return f"Email address for notifications removed{by}"
 
 
+def _reauth_words(method: str) -> str:
+    return {
+        "passkey": "Confirmed it's you with a passkey",
+        "password": "Confirmed it's you with your password",
+    }.get(method, "Confirmed it's you")
+
+
 def _sign_in_words(method: str) -> str:
     return {
         "pwd": "Signed in with password",
@@ -106,6 +117,8 @@ def is_warning(event: SecurityEvent) -> bool:
     return event.kind in {
         "sign_in_failed",
         "second_factor_failed",
+        "reauth_failed",
+        "sign_in_incomplete",
         "locked",
         "passkey_clone_suspected",
         "password_change_failed",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
 from webauthn import (
     generate_authentication_options,
@@ -391,6 +392,10 @@ def store_passkey(db: Session, user: User, new: NewCredential, name: str) -> Pas
         backup_state=new.backup_state,
         name=name,
     )
-    db.add(passkey)
-    db.flush()
+    try:
+        with db.begin_nested():  # a concurrent registration of the same ID: 409, not 500
+            db.add(passkey)
+            db.flush()
+    except IntegrityError:
+        raise Refused(409, "This passkey is already registered.") from None
     return passkey

@@ -9,7 +9,8 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from models import User, utcnow
-from web import events, sessions, twofactor
+from models.passkey import passkey_count
+from web import events, lockout, sessions, twofactor
 from web.client import ClientInfo
 from web.errors import Refused
 from web.passwords import (
@@ -19,7 +20,6 @@ from web.passwords import (
     verify_password,
 )
 from web.settings import Settings
-from web.signin import LOCKED, _fail_password
 from web.tokens import digest, new_token
 from web.users import lock_user
 
@@ -39,13 +39,6 @@ def _hints(user: User) -> tuple[str, ...]:
     return tuple(w for w in (user.display_name, (user.email or "").partition("@")[0]) if w)
 
 
-def _refuse_if_locked(user: User) -> None:
-    now = utcnow()
-    if twofactor.is_locked(user.locked_until, now):
-        wait = int((user.locked_until - now).total_seconds()) + 1  # type: ignore[operator]
-        raise Refused(429, LOCKED, headers={"Retry-After": str(wait)})
-
-
 def change_password(
     db: Session,
     settings: Settings,
@@ -54,40 +47,65 @@ def change_password(
     current: str,
     new: str,
 ) -> str:
-    """Check the current password (a wrong one counts toward the lockout), judge the new
-    one, and apply the change. Returns this session's new token."""
-    user = viewer.user
-    _refuse_if_locked(user)
+    """Recent authentication (a passkey confirmation first when the account has a passkey and
+    the session is stale), then judge the new password, then check the current one (a wrong
+    one counts toward the lockout), then apply the change. Returns this session's new token."""
+    user_id = viewer.user.id
+    keys = passkey_count(db, user_id)  # type: ignore[arg-type]
+    decision = twofactor.can_change_password_now(
+        viewer.session, keys, utcnow(), settings.reauth_seconds
+    )
+    if not decision.allowed:
+        raise Refused(decision.status, decision.message)
     if not current:
         raise PasswordRefused("current", "Enter your current password.")
     if not new:
         raise PasswordRefused("new", "Enter a new password.")
-    old_hash = user.password_hash
-    db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
-    if len(current) > MAX_PASSWORD_LENGTH or not verify_password(old_hash, current):
-        _fail_password(db, user, client, kind="password_change_failed")
-        _refuse_if_locked(lock_user(db, user.id))  # type: ignore[arg-type]
-        db.rollback()
-        raise PasswordRefused("current", WRONG_CURRENT)
-    problem = new_password_problem(new, username=user.username, current=current, hints=_hints(user))
+    problem = new_password_problem(
+        new, username=viewer.user.username, current=current, hints=_hints(viewer.user)
+    )
     if problem:
         raise PasswordRefused("new", problem)
+    if len(current) > MAX_PASSWORD_LENGTH:
+        raise PasswordRefused("current", WRONG_CURRENT)
+    old_hash = viewer.user.password_hash
+    db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
     new_hash = hash_password(new)
-    user = lock_user(db, user.id)  # type: ignore[arg-type]
+    try:
+        user = lockout.check_password(
+            db,
+            user_id,  # type: ignore[arg-type]
+            current,
+            client,
+            fail_kind="password_change_failed",
+        )
+    except Refused as refusal:
+        if refusal.status_code != 401:
+            raise
+        found = db.get(User, user_id, populate_existing=True)
+        locked_until = found.locked_until if found else None
+        db.rollback()
+        now = utcnow()
+        if twofactor.is_locked(locked_until, now):  # this failure locked the account
+            lockout.refuse_locked(locked_until, now)
+        raise PasswordRefused("current", WRONG_CURRENT) from None
     if user.password_hash != old_hash:
+        db.rollback()
         raise Refused(409, CHANGED_MEANWHILE)
-    _refuse_if_locked(user)
+    lockout.release_attempt(db, user, completed=False)
     now = utcnow()
     user.password_hash = new_hash
     user.password_changed_at = now
-    user.failed_login_count = 0
     db.add(user)
     sessions.end_other_sessions(db, user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
     session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
-    token = new_token()
-    session.token_hash = digest(token)
-    session.last_seen_at = now
-    db.add(session)
+    if keys == 0:  # the current password was this session's confirmation (SPEC §9)
+        token = sessions.confirm_identity(db, session, factor=None, passkey_id=None)
+    else:
+        token = new_token()
+        session.token_hash = digest(token)
+        session.last_seen_at = now
+        db.add(session)
     events.record(db, user.id, "password_changed", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
     db.commit()
     viewer.user, viewer.session = user, session

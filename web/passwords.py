@@ -7,6 +7,7 @@ judging run inside a bounded pool, so a burst of requests cannot exhaust memory 
 
 from __future__ import annotations
 
+import os
 import threading
 import unicodedata
 from collections.abc import Iterator
@@ -24,16 +25,19 @@ NEW_PASSWORD_MAX = 256
 ZXCVBN_LIMIT = 72
 """zxcvbn judges at most this many characters (its own limit); longer passwords pass on length."""
 MIN_SCORE = 3
-HASHING_SLOTS = 4
 
 _hasher = PasswordHasher()
-_slots = threading.BoundedSemaphore(HASHING_SLOTS)
+
+POOL_SIZE = max(2, min(4, os.cpu_count() or 2))
+"""At most this many argon2 computations (or zxcvbn judgements) at once per process (argon2
+takes 64 MiB each): a burst of sign-ins waits its turn instead of exhausting memory (SPEC §7)."""
+_pool = threading.BoundedSemaphore(POOL_SIZE)
 
 
 @contextmanager
 def hashing_slot() -> Iterator[None]:
-    """At most HASHING_SLOTS argon2 (or zxcvbn) computations at a time in this process."""
-    with _slots:
+    """One place in the bounded pool."""
+    with _pool:
         yield
 
 

@@ -19,6 +19,7 @@ SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
 }
+HSTS = "max-age=31536000; includeSubDomains"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -30,6 +31,10 @@ def security_headers(message: Message, scope: Scope) -> None:
         headers = MutableScopeHeaders.from_message(message)
         for name, value in SECURITY_HEADERS.items():
             headers[name] = value
+        app = scope.get("app")
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        if settings is not None and settings.https:  # SPEC §7: HSTS on an https origin
+            headers["strict-transport-security"] = HSTS
 
 
 def check_request(request: Request) -> None:

@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/barycenter.db"
+ADMIN_TOKEN_MIN_LENGTH = 32
 
 
 def _bool(value: str | None, default: bool | None, name: str) -> bool | None:
@@ -47,9 +48,16 @@ def _secret_key(data_dir: Path) -> str:
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(0o600)
+    write_secret_file(path, key)
     return key
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Create a file readable by its owner only FROM THE START (0600 at creation: no window
+    in which another user could open it, as a chmod after writing leaves)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,18 @@ class Settings:
     """Where .eml files go without an SMTP server; empty means <data folder>/mail."""
     mail_interval: float = 5.0
     """Seconds between looks at the outbox inside `serve`; 0 turns the sender off."""
+    reauth_seconds: int = 600
+    """How long a sign-in or a "Confirm it's you" counts as recent authentication (§4.1)."""
+
+    def __post_init__(self) -> None:
+        if self.admin_token and len(self.admin_token) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"BARYCENTER_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_LENGTH} characters "
+                f"(it has {len(self.admin_token)}). Generate one with: "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        if self.reauth_seconds < 0:
+            raise ValueError("BARYCENTER_REAUTH_SECONDS must be 0 (always ask) or more")
 
     @property
     def effective_origin(self) -> str:
@@ -106,6 +126,29 @@ class Settings:
         if self.cookie_secure is not None:
             return self.cookie_secure
         return not self.effective_origin.startswith("http://localhost")
+
+    def cookie_name(self, name: str, *, narrow_path: bool = False) -> str:
+        """SPEC §7/§9: `__Host-` for Path=/ cookies when Secure, `__Secure-` for a cookie
+        with a narrower path; plain names on http://localhost."""
+        if not self.secure_cookies:
+            return name
+        return ("__Secure-" if narrow_path else "__Host-") + name
+
+    @property
+    def session_cookie(self) -> str:
+        return self.cookie_name("barycenter_session")
+
+    @property
+    def csrf_cookie(self) -> str:
+        return self.cookie_name("barycenter_csrf")
+
+    @property
+    def ceremony_cookie(self) -> str:
+        return self.cookie_name("barycenter_ceremony", narrow_path=True)
+
+    @property
+    def https(self) -> bool:
+        return self.effective_origin.startswith("https://")
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -126,6 +169,7 @@ class Settings:
             "cookie_secure": _bool(cookie_secure, None, "BARYCENTER_COOKIE_SECURE"),
             "session_ttl": _int(env, "BARYCENTER_SESSION_TTL", 3600),
             "ip_limit_per_minute": _int(env, "BARYCENTER_IP_LIMIT_PER_MINUTE", 30),
+            "reauth_seconds": _int(env, "BARYCENTER_REAUTH_SECONDS", 600),
             "trusted_proxies": tuple(p.strip() for p in proxies.split(",") if p.strip()),
             "dev": _bool(env.get("BARYCENTER_DEV"), False, "BARYCENTER_DEV"),
             "smtp_url": env.get("BARYCENTER_SMTP_URL", "").strip() or None,

@@ -15,15 +15,15 @@ from models import User, utcnow
 from models.passkey import passkey_count
 from models.recovery import recovery_codes_remaining
 from models.user import user_by_handle, user_by_username
-from web import ceremony, events, passkeys, recovery, sessions, twofactor
+from web import ceremony, events, lockout, passkeys, recovery, sessions, twofactor
 from web.account import register_passkey
 from web.client import ClientInfo
 from web.errors import Refused
+from web.lockout import BAD_CREDENTIALS, check_password, release_attempt
 from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
 from web.settings import Settings
 from web.users import lock_user
 
-BAD_CREDENTIALS = "Incorrect username or password."
 LOCKED = "Too many failed attempts. This account is locked for 15 minutes."
 TOO_MANY_SECOND_FACTOR = "Too many failed attempts. Please sign in again in 15 minutes."
 WRONG_CODE = "That recovery code is not valid or was already used."
@@ -33,30 +33,6 @@ WRONG_CODE = "That recovery code is not valid or was already used."
 class SignedIn:
     token: str
     partial: bool
-
-
-def _fail_password(
-    db: Session, user: User, client: ClientInfo, kind: str = "sign_in_failed"
-) -> None:
-    """Count a failure (atomically, shared by every process); the 5th locks the account.
-    `kind` names the event: a wrong current password at a password change counts the same."""
-    now = utcnow()
-    count = db.exec(
-        update(User)
-        .where(col(User.id) == user.id)
-        .values(failed_login_count=User.failed_login_count + 1)
-        .returning(User.failed_login_count)
-    ).one()[0]
-    events.record(db, user.id, kind, ip=client.ip)  # type: ignore[arg-type]
-    locked_until = twofactor.lock_after_failure(count, now)
-    if locked_until is not None:
-        db.exec(
-            update(User)
-            .where(col(User.id) == user.id)
-            .values(locked_until=locked_until, failed_login_count=0)
-        )
-        events.record(db, user.id, "locked", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
-    db.commit()
 
 
 def password_sign_in(
@@ -75,20 +51,13 @@ def password_sign_in(
     if len(username) > 64 or len(password) > MAX_PASSWORD_LENGTH:
         raise Refused(401, BAD_CREDENTIALS)
     found = user_by_username(db, username)
-    db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
-    now = utcnow()
-    if found is not None and twofactor.is_locked(found.locked_until, now):
-        wait = int((found.locked_until - now).total_seconds()) + 1  # type: ignore[operator]
-        raise Refused(429, LOCKED, headers={"Retry-After": str(wait)})
-    if not verify_password(found.password_hash if found else None, password) or found is None:
-        if found is not None:
-            _fail_password(db, found, client)
+    db.commit()
+    if found is None:
+        verify_password(None, password)  # the same argon2 work as a wrong password
         raise Refused(401, BAD_CREDENTIALS)
-    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    user = check_password(db, found.id, password, client, fail_kind="sign_in_failed")  # type: ignore[arg-type]
     partial = twofactor.password_sign_in_needs_second_factor(user)
-    if not partial:  # a pending second factor keeps counting its failures (5 end it)
-        user.failed_login_count = 0
-    user.locked_until = None
+    release_attempt(db, user, completed=not partial)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     db.add(user)
@@ -161,8 +130,9 @@ def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo
 def _refuse_if_locked(db: Session, viewer: sessions.Viewer) -> User:
     """The user, locked for this transaction; a locked account finishes no second factor."""
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-    if twofactor.is_locked(user.locked_until, utcnow()):
-        raise Refused(401, TOO_MANY_SECOND_FACTOR)
+    now = utcnow()
+    if twofactor.is_locked(user.locked_until, now):
+        lockout.refuse_locked(user.locked_until, now)  # 429, Retry-After, until when (§9)
     return user
 
 
@@ -253,6 +223,9 @@ def enroll_at_login(
         fresh = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
+        # SPEC §4.2: enroll-at-login ends the user's other sessions, with its own event
+        sessions.end_other_sessions(db, user.id, keep_id=fresh.id)  # type: ignore[arg-type]
+        events.record(db, user.id, "enrolled_at_login", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
         events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=passkey.name)  # type: ignore[arg-type]
         return token, codes
 

@@ -192,6 +192,10 @@ def two_factor_view(user: User, passkey_count: int, recovery_remaining: int) -> 
         "can_enable": twofactor.can_enable(user).allowed,
         "can_disable": twofactor.shows_disable_button(user),
         "has_passkeys": passkey_count > 0,
+        # "Confirm it's you" asks with a passkey when there is one, else the password
+        "confirm_method": twofactor.confirm_method(passkey_count),
+        "passkeys_full": passkey_count >= twofactor.MAX_PASSKEYS,
+        "max_passkeys": twofactor.MAX_PASSKEYS,
         "shows_recovery": twofactor.shows_recovery_codes(user),
         "recovery_remaining": recovery_remaining,
         "recovery_low": twofactor.shows_recovery_codes(user) and recovery_remaining <= 2,
@@ -212,6 +216,8 @@ SECTION_STATE: dict[str, Any] = {
     "pk_name_value": "",
     "rc_mode": "view",  # recovery codes: view | step-up | codes
     "rc_error": "",
+    "confirm_in": "",  # the section showing "Confirm it's you" (components/confirm.html)
+    "confirm_error": "",  # its alert after a wrong password
     "notice": "",
     "notice_in": "",  # the section the notice belongs to
     "signal": None,  # after a removal: the passkeys a password manager should keep

@@ -126,6 +126,15 @@
 
   class ServerError extends Error {}
 
+  // The server wants recent authentication first ("Confirm it's you", SPEC §4.1): `step`
+  // is the URL of the section showing that step, loaded in place of the current one.
+  class ReauthRequired extends ServerError {
+    constructor(message, step) {
+      super(message);
+      this.step = step;
+    }
+  }
+
   async function post(url, body) {
     const response = await fetch(url, {
       method: "POST",
@@ -140,16 +149,20 @@
     });
     if (!response.ok) {
       let message = "Something went wrong. Please try again.";
+      let error = null;
       try {
         const data = await response.json();
         if (data && data.redirect && response.status === 401) {
           window.location.assign(data.redirect);
         }
         if (data && typeof data.detail === "string") message = data.detail;
+        if (data && data.code === "reauth-required" && typeof data.step === "string") {
+          error = new ReauthRequired(message, data.step);
+        }
       } catch (_) {
         /* not JSON: keep the generic message */
       }
-      throw new ServerError(message);
+      throw error || new ServerError(message);
     }
     return response;
   }
@@ -228,6 +241,14 @@
       show(status, "");
       await applyFinish(response, button);
     } catch (error) {
+      if (error instanceof ReauthRequired && window.htmx && error.step.startsWith("/")) {
+        // swap the section into its "Confirm it's you" state; the focus goes to its heading
+        window.htmx.ajax("GET", error.step, {
+          target: button.dataset.target || "main",
+          swap: "outerHTML",
+        });
+        return;
+      }
       if (mine.signal.aborted && !(error instanceof ServerError)) return;
       // Autofill (conditional mediation) runs unasked: when the browser ends it, say
       // nothing (an alert on page load would be read out to screen-reader users).

@@ -254,7 +254,10 @@ def test_twelve_identical_changes_at_once_change_it_once(auth, client, make_clie
     with ThreadPoolExecutor(max_workers=12) as pool:
         statuses = list(pool.map(send, clones))
     assert statuses.count(200) == 1, statuses
-    assert set(statuses) <= {200, 401, 409}, statuses
+    # the others: this session's token already rotated (401), the password changed
+    # meanwhile (409, or 422 once the old one is no longer current), more than 5 password
+    # checks in flight (429), SQLite busy (503) — never a 500, never a second change
+    assert set(statuses) <= {200, 401, 409, 422, 429, 503}, statuses
     kinds = [e.kind for e in query(database, select(SecurityEvent))]
     assert kinds.count("password_changed") == 1
     assert len(query(database, select(Notification))) == 0  # alice has no address

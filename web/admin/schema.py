@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 from sqlmodel import Session
 from strawberry.types import Info
 
@@ -14,7 +16,7 @@ from models import User, utcnow
 from models.passkey import passkey_count, passkeys_of
 from models.recovery import recovery_codes_remaining
 from models.user import user_by_username
-from web import events, twofactor
+from web import events, recovery, twofactor
 from web.errors import Refused
 from web.users import create_user, lock_user, set_email
 
@@ -112,6 +114,13 @@ def _status(db: Session, username: str) -> User2faStatus | None:
     )
 
 
+def _drop_codes_if_off(db: Session, user: User) -> None:
+    """SPEC §4.2: an admin action that leaves effective 2FA off deletes the recovery codes,
+    as when the user turns 2FA off."""
+    if not twofactor.effective(user):
+        recovery.remove_all(db, user.id)  # type: ignore[arg-type]
+
+
 def _set_required(db: Session, username: str, required: bool) -> TwoFactorResult:
     found = user_by_username(db, username)
     if found is None:
@@ -122,6 +131,7 @@ def _set_required(db: Session, username: str, required: bool) -> TwoFactorResult
         db.add(user)
         kind = "2fa_required" if required else "2fa_not_required"
         events.record(db, user.id, kind, actor="admin")  # type: ignore[arg-type]
+    _drop_codes_if_off(db, user)
     db.commit()
     verb = "now requires" if required else "no longer requires"
     return _result(user, f"{user.username} {verb} two-factor authentication")
@@ -138,6 +148,7 @@ def _set_enabled(db: Session, username: str, enabled: bool) -> TwoFactorResult:
         db.add(user)
         kind = "2fa_enabled" if enabled else "2fa_disabled"
         events.record(db, user.id, kind, actor="admin")  # type: ignore[arg-type]
+    _drop_codes_if_off(db, user)
     db.commit()
     state = "enabled" if enabled else "disabled"
     message = f"Two-factor preference {state} for {user.username}"
@@ -222,4 +233,21 @@ class Mutation:
         return await _run(info, _set_email, username, email)
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation)
+log = logging.getLogger("barycenter.admin")
+
+
+class QuietSchema(strawberry.Schema):
+    """Errors are logged by their message only: a GraphQLError prints the query's source
+    around the error, and a query may hold a password (createUser) — SPEC §7."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        for error in errors:
+            original = error.original_error
+            if original is not None and not isinstance(original, GraphQLError):
+                log.error("admin API error: %s", type(original).__name__)
+            else:
+                log.warning("admin API request refused (%d errors)", len(errors))
+                return
+
+
+schema = QuietSchema(query=Query, mutation=Mutation)

@@ -14,7 +14,6 @@ from models.passkey import passkey_count, passkeys_of
 from web import account, ceremony, passkeys, sessions, signin, twofactor
 from web.errors import Refused
 from web.routes.common import (
-    CEREMONY_COOKIE,
     DB,
     HOME,
     Current,
@@ -83,7 +82,7 @@ class LoginController(Controller):
                 client(request),
                 username.strip(),
                 password,
-                replaces=request.cookies.get(sessions.COOKIE),
+                replaces=sessions.token_of(request),
             )
         except Refused as refusal:
             return login_page(
@@ -103,7 +102,7 @@ class LoginController(Controller):
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
     def passkey_start(self, request: Request, db: DB) -> Response:
         rate_limit(request, "ceremony")
-        nonce = request.cookies.get(CEREMONY_COOKIE) or new_token()
+        nonce = request.cookies.get(settings_of(request).ceremony_cookie) or new_token()
         options = passkeys.start_authentication(
             db,
             settings_of(request),
@@ -115,7 +114,7 @@ class LoginController(Controller):
         db.commit()
         response = Response(options, status_code=200, headers={"Cache-Control": "no-store"})
         response.set_cookie(
-            CEREMONY_COOKIE,
+            settings_of(request).ceremony_cookie,
             nonce,
             path="/login",
             httponly=True,
@@ -134,7 +133,7 @@ class LoginController(Controller):
             client(request),
             credential,
             login_binding(request),
-            replaces=request.cookies.get(sessions.COOKIE),
+            replaces=sessions.token_of(request),
         )
         return redirect(request, return_to_of(fields), token=token)
 
@@ -269,8 +268,9 @@ class SecondFactorController(Controller):
 def logout(request: Request, db: DB) -> Response:
     viewer = sessions.load(request, db)
     if viewer is not None:
+        sessions.record_incomplete(db, [viewer.session])
         sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
         db.commit()
     response = redirect(request, "/login")
-    sessions.clear_cookie(response)
+    sessions.clear_cookie(response, settings_of(request))
     return response
