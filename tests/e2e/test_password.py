@@ -16,7 +16,10 @@ from tests.e2e.conftest import (
     PASSWORD,
     NewContext,
     Server,
+    add_authenticator,
+    add_passkey,
     check_accessibility,
+    make_stale,
     sign_in,
     sign_out,
     start_server,
@@ -110,6 +113,31 @@ def test_change_password_without_javascript(new_context: NewContext, server: Ser
     section.get_by_role("link", name="Cancel").click()
     on_account(page)
 
+    sign_out(page)
+    sign_in(page, server, username, NEW)
+    on_account(page)
+
+
+def test_a_stale_session_with_a_passkey_confirms_it_first(
+    new_context: NewContext, server: Server
+) -> None:
+    username = server.create_user("password-stale")
+    page = new_context().new_page()
+    add_authenticator(page)
+    sign_in(page, server, username)
+    on_account(page)
+    add_passkey(page, "Work key")
+    make_stale(server, username)  # the sign-in is no longer recent
+    page.reload()
+    section = page.locator("#password")
+    section.get_by_role("link", name="Change password").click()
+    expect(section.get_by_role("heading", name="Confirm it's you")).to_be_visible()
+    expect(section.get_by_label("Current password")).to_have_count(0)
+    check_accessibility(page, "password confirm step")
+    section.get_by_role("button", name="Verify with a passkey").click()
+    expect(section.get_by_label("Current password")).to_be_visible()
+    change_password(page, PASSWORD, NEW)
+    expect(section.get_by_role("status")).to_contain_text("Your password was changed.")
     sign_out(page)
     sign_in(page, server, username, NEW)
     on_account(page)
