@@ -483,3 +483,18 @@ def test_requirement_with_a_date_and_its_reminder_name_the_date(database, user, 
     assert reminder.subject == "Two-factor authentication will be required tomorrow"
     assert "from " not in at_once.body_text.split("\n\n")[1]
     assert "next sign-in" in at_once.body_text
+
+
+def test_enroll_at_login_is_one_message_naming_the_passkey(
+    auth, client, authn, database, api, alice_email
+):
+    graphql(api, 'mutation { setUser2faRequired(username: "alice", required: true) { success } }')
+    auth.login()
+    options = client.json_post("/login/2fa/enroll/start", {"name": "Phone"})
+    assert options.status_code == 200, options.text
+    credential = authn.register(options.json())
+    done = client.json_post("/login/2fa/enroll/finish", {"credential": credential, "name": "Phone"})
+    assert done.status_code == 200, done.text
+    rows = outbox(database)
+    assert [r.kind for r in rows] == ["2fa_required", "enrolled_at_login"]  # no "passkey added"
+    assert "“Phone”" in rows[1].body_text and "testclient" in rows[1].body_text
