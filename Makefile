@@ -23,11 +23,12 @@ run: install
 	@mkdir -p data
 	@test -s data/admin_token || (umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > data/admin_token)
 	@$(VENV)/bin/barycenter-account db upgrade
-	@echo "demo-password-123" | $(VENV)/bin/barycenter-account create-user demo --display-name "Demo User" --password-stdin --exists-ok
+	@echo "demo-password-123" | $(VENV)/bin/barycenter-account create-user demo --display-name "Demo User" --email demo@example.com --password-stdin --exists-ok
 	@echo ""
 	@echo "  User site:  http://localhost:8000   (sign in as demo / demo-password-123)"
 	@echo "  Admin API:  http://127.0.0.1:9091/graphql"
 	@echo "  Admin token: $$(cat data/admin_token)"
+	@echo "  Mail:       $${BARYCENTER_SMTP_URL:+sent through BARYCENTER_SMTP_URL}$${BARYCENTER_SMTP_URL:-written as .eml files to $$(pwd)/data/mail/}"
 	@echo "  e.g. curl -s http://127.0.0.1:9091/graphql -H \"Authorization: Bearer $$(cat data/admin_token)\" \\"
 	@echo "         -H 'Content-Type: application/json' -d '{\"query\":\"{ user2faStatus(username: \\\"demo\\\") { requires2fa user2faEnabled effective2fa } }\"}'"
 	@echo ""

@@ -26,8 +26,8 @@ NAME_MAX = 64
 T = TypeVar("T")
 
 
-CONFIRMABLE = ("passkeys", "two-factor", "recovery-codes")
-"""Sections whose action may need "Confirm it's you" first (issue 10 adds "password")."""
+CONFIRMABLE = ("passkeys", "two-factor", "recovery-codes", "password")
+"""Sections whose action may need "Confirm it's you" first."""
 
 
 def require(decision: twofactor.Decision, *, then: str = "") -> None:
@@ -179,7 +179,9 @@ def register_passkey(
     new = passkeys.verify_registration(settings, challenge, credential)
     name = name_for_new_passkey(name, new.aaguid, client.user_agent)
     passkey = passkeys.store_passkey(db, user, new, name)
-    events.record(db, user.id, "passkey_added", ip=client.ip, name=name)  # type: ignore[arg-type]
+    events.record(
+        db, user.id, "passkey_added", ip=client.ip, user_agent=client.user_agent, name=name
+    )  # type: ignore[arg-type]
     return passkey
 
 
@@ -222,7 +224,7 @@ def enable_2fa(
         user.user_2fa_enabled_at = utcnow()
         db.add(user)
         codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
-        events.record(db, user.id, "2fa_enabled", ip=client.ip)  # type: ignore[arg-type]
+        events.record(db, user.id, "2fa_enabled", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
         sessions.end_other_sessions(db, user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
         token = _mark_step_up(db, viewer, settings, passkey)
         viewer.user = user
@@ -246,7 +248,7 @@ def disable_2fa(
         user.user_2fa_enabled_at = None
         db.add(user)
         recovery.remove_all(db, user.id)  # type: ignore[arg-type]
-        events.record(db, user.id, "2fa_disabled", ip=client.ip)  # type: ignore[arg-type]
+        events.record(db, user.id, "2fa_disabled", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
         viewer.user = user
         return _mark_step_up(db, viewer, settings, passkey)
 
@@ -290,7 +292,14 @@ def _remove_passkey(
     """Remove a passkey (the caller commits); other sessions signed in with it end."""
     passkey = check_removal(db, viewer, passkey_id)
     user = viewer.user
-    events.record(db, viewer.user.id, "passkey_removed", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
+    events.record(
+        db,
+        viewer.user.id,
+        "passkey_removed",
+        ip=client.ip,
+        user_agent=client.user_agent,
+        name=passkey.name,
+    )  # type: ignore[arg-type]
     sessions.end_sessions_with_passkey(db, user.id, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
     session = db.get(AuthSession, viewer.session.id)
     if session is not None:
@@ -369,7 +378,9 @@ def _regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) 
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
     require(twofactor.can_regenerate_codes(user))
     codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
-    events.record(db, user.id, "recovery_codes_regenerated", ip=client.ip)  # type: ignore[arg-type]
+    events.record(
+        db, user.id, "recovery_codes_regenerated", ip=client.ip, user_agent=client.user_agent
+    )  # type: ignore[arg-type]
     return codes
 
 

@@ -63,9 +63,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         create_static_files_router(path="/static", directories=[ROOT / "static"], name="static"),
     ]
     if settings.dev:
-        from web.routes.design import design_gallery, design_sample
+        from web.routes.design import design_email_text, design_gallery, design_sample
 
-        route_handlers += [design_gallery, design_sample]
+        route_handlers += [design_gallery, design_sample, design_email_text]
 
     def dispose() -> None:
         database.dispose()
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         debug=False,
         openapi_config=None,
     )
+    database.info["settings"] = settings  # the outbox builds links from the origin
     app.state.settings = settings
     app.state.database = database
     return app

@@ -6,13 +6,15 @@ from datetime import timedelta
 
 from sqlmodel import col, delete, or_, select
 
-from models import AuthSession, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
+from models import AuthSession, Notification, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
 from models.session import FULL, PARTIAL
 from web import sessions
 from web.db import Database
 from web.settings import Settings
 
 EVENT_RETENTION = timedelta(days=365)
+NOTIFICATION_RETENTION = timedelta(days=30)
+"""Sent (or given-up) messages are kept a month for looking into delivery, then deleted."""
 
 
 def cleanup(database: Database, settings: Settings) -> dict[str, int]:
@@ -41,6 +43,15 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
             "rate_counters": db.exec(
                 delete(RateCounter).where(
                     col(RateCounter.window_start) < now - timedelta(minutes=2)
+                )
+            ).rowcount,  # type: ignore[attr-defined]
+            "notifications": db.exec(
+                delete(Notification).where(
+                    col(Notification.created_at) < now - NOTIFICATION_RETENTION,
+                    or_(
+                        col(Notification.sent_at).is_not(None),
+                        col(Notification.gave_up_at).is_not(None),
+                    ),
                 )
             ).rowcount,  # type: ignore[attr-defined]
             "events": db.exec(

@@ -1,4 +1,4 @@
-"""`barycenter-account`: serve, create-user, db upgrade, cleanup."""
+"""`barycenter-account`: serve, create-user, set-password, send-mail, db upgrade, cleanup."""
 
 from __future__ import annotations
 
@@ -76,6 +76,22 @@ async def _reminders_forever(settings: Settings) -> None:
         await asyncio.sleep(settings.reminder_interval)
 
 
+async def _send_mail_forever(settings: Settings) -> None:
+    """The outbox sender of `serve`: due messages go out in a worker thread, never while a
+    request waits. Several processes may run it: claims with leases keep each message once."""
+    from web.db import connect
+    from web.mailer import deliver
+
+    database = connect(settings.database_url)
+    database.info["settings"] = settings
+    while True:
+        try:
+            await asyncio.to_thread(deliver, database, settings)
+        except Exception:  # keep serving; the next round will try again
+            log.exception("sending mail failed")
+        await asyncio.sleep(settings.mail_interval)
+
+
 async def _serve(
     servers: list[uvicorn.Server],
     sockets: list[socket.socket | None],
@@ -90,6 +106,9 @@ async def _serve(
         tasks.append(asyncio.create_task(_cleanup_forever(settings)))
     if with_cleanup and settings.reminder_interval > 0:
         tasks.append(asyncio.create_task(_reminders_forever(settings)))
+
+    if with_cleanup and settings.mail_interval > 0:
+        tasks.append(asyncio.create_task(_send_mail_forever(settings)))
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.should_exit = True
@@ -111,6 +130,7 @@ def serve(args: argparse.Namespace) -> None:
     upgrade(settings.database_url)
     admin_on = args.admin_port != 0
     print(f"Barycenter Account: user site on {settings.effective_origin}", flush=True)
+    print(f"Security notifications: {_mail_destination(settings)}", flush=True)
     if admin_on:
         print(f"Admin API on http://{args.admin_host}:{args.admin_port}/graphql", flush=True)
     if args.workers <= 1:
@@ -153,6 +173,20 @@ def serve(args: argparse.Namespace) -> None:
             worker.join(timeout=5)
 
 
+def _mail_destination(settings: Settings) -> str:
+    if settings.smtp_url:
+        from web.mailer import parse_smtp_url
+
+        return f"sent through {parse_smtp_url(settings.smtp_url)!r}"
+    return f"written as .eml files to {settings.mail_folder.resolve()}/"
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return getpass.getpass("Password: ")
+
+
 def create_user_command(args: argparse.Namespace) -> int:
     from models.user import user_by_username
     from web.db import connect, upgrade
@@ -162,21 +196,61 @@ def create_user_command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     upgrade(settings.database_url)
     database = connect(settings.database_url)
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Password: ")
+    database.info["settings"] = settings
+    password = _read_password(args)
     with database.session() as db:
         if args.exists_ok and user_by_username(db, args.username) is not None:
             print(f"User {args.username} already exists")
             return 0
         try:
-            user = create_user(db, args.username, password, args.display_name, actor="admin")
+            user = create_user(
+                db, args.username, password, args.display_name, actor="admin", email=args.email
+            )
         except Refused as refusal:
             print(f"error: {refusal.detail}", file=sys.stderr)
             return 1
     print(f"Created user {user.username} ({user.subject})")
     return 0
+
+
+def set_password_command(args: argparse.Namespace) -> int:
+    """Same rules as the account page; prints why a password was refused."""
+    from models.user import user_by_username
+    from web.db import connect, upgrade
+    from web.errors import Refused
+    from web.password_change import set_password
+
+    settings = Settings.from_env()
+    upgrade(settings.database_url)
+    database = connect(settings.database_url)
+    database.info["settings"] = settings
+    password = _read_password(args)
+    with database.session() as db:
+        user = user_by_username(db, args.username)
+        if user is None:
+            print(f"error: User not found: {args.username}", file=sys.stderr)
+            return 1
+        try:
+            set_password(db, user, password)
+        except Refused as refusal:
+            print(f"error: password refused: {refusal.detail}", file=sys.stderr)
+            return 1
+    print(f"Password of {user.username} changed; every session of theirs was signed out")
+    return 0
+
+
+def send_mail_command(args: argparse.Namespace) -> int:
+    """Every pending notification now (retry delays ignored); exits 0 when all went out."""
+    from web.db import connect, upgrade
+    from web.mailer import deliver
+
+    settings = Settings.from_env()
+    upgrade(settings.database_url)
+    database = connect(settings.database_url)
+    database.info["settings"] = settings
+    outcome = deliver(database, settings, ignore_delays=True)
+    print(f"{outcome.sent} sent, {outcome.failed} failed ({_mail_destination(settings)})")
+    return 0 if outcome.failed == 0 else 1
 
 
 def db_command(args: argparse.Namespace) -> int:
@@ -210,7 +284,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("username")
     c.add_argument("--display-name")
     c.add_argument("--password-stdin", action="store_true")
+    c.add_argument("--email", help="where security notifications go")
     c.add_argument("--exists-ok", action="store_true", help="do nothing if the user exists")
+    sp = sub.add_parser("set-password", help="set a user's password (same rules as the site)")
+    sp.add_argument("username")
+    sp.add_argument("--password-stdin", action="store_true")
+    sub.add_parser("send-mail", help="deliver every pending notification now, then exit")
     d = sub.add_parser("db", help="database commands")
     d.add_argument("action", choices=["upgrade"])
     sub.add_parser("cleanup", help="delete expired sessions, challenges and old events")
@@ -227,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         handlers = {
             "create-user": create_user_command,
+            "set-password": set_password_command,
+            "send-mail": send_mail_command,
             "db": db_command,
             "cleanup": cleanup_command,
         }

@@ -8,7 +8,7 @@ failing half-way; reads use the ordinary engine. PostgreSQL uses one engine for 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic import command
@@ -25,9 +25,13 @@ BUSY_TIMEOUT_MS = 5000
 class Database:
     read: Engine
     write: Engine
+    info: dict = field(default_factory=dict, compare=False)
+    """Handed to every session as `Session.info` (e.g. "settings", which the outbox reads)."""
 
     def session(self, *, write: bool = True) -> Session:
-        return Session(self.write if write else self.read, expire_on_commit=False)
+        return Session(
+            self.write if write else self.read, expire_on_commit=False, info=dict(self.info)
+        )
 
     def dispose(self) -> None:
         self.read.dispose()

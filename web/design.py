@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from web.notifications import SUBJECTS, Facts
 from web.views import SECTION_STATE, EventView, PasskeyView, SessionView, two_factor_view
 
 
@@ -70,8 +71,54 @@ def account(
         "sessions": SESSIONS,
         "events": EVENTS,
         "default_passkey_name": "Chrome on Mac OS X",
+        "password": PASSWORD,
     }
     return {**context, **SECTION_STATE, **state}
+
+
+PASSWORD = {"changed": "Last changed 2 Mar 2026, 09:14 UTC", "notify_to": "a•••@example.com"}
+NO_EMAIL = {"changed": "Not changed since the account was created", "notify_to": ""}
+
+
+def email(kind: str, **facts: Any) -> dict[str, Any]:
+    """A notification's context (web.notifications.Facts) with sample facts."""
+    sample = {
+        "kind": kind, "display_name": "Ada Lovelace", "when": "8 December 2026, 14:05 UTC",
+        "by_admin": False, "ip": "203.0.113.7", "browser": "Chrome on Mac OS X",
+        "account_url": "http://localhost:8000/account", "passkey": "", "remaining": 0,
+        "required_from": "", "old_email": "", "new_email": "", **facts,
+    }  # fmt: skip
+    return Facts(**sample).context()
+
+
+EMAIL_FACTS: dict[str, dict[str, Any]] = {
+    "2fa_enabled": {"passkey": "YubiKey 5C"},
+    "2fa_required": {"by_admin": True, "required_from": "15 December 2026, 09:00 UTC"},
+    "2fa_requirement_reminder": {"by_admin": True, "required_from": "15 December 2026, 09:00 UTC"},
+    "2fa_not_required": {"by_admin": True},
+    "enrolled_at_login": {"passkey": "iCloud Keychain"},
+    "passkey_added": {"passkey": "YubiKey 5C"},
+    "passkey_removed": {"passkey": "Old phone"},
+    "recovery_code_used": {"remaining": 7},
+    "email_changed": {"by_admin": True, "old_email": "a•••@example.com", "new_email": "a•••@example.org"},
+    "locked": {"browser": ""},
+}  # fmt: skip
+EMAILS = {
+    f"email-{kind}": (f"email/{kind}.html", email(kind, **EMAIL_FACTS.get(kind, {})))
+    for kind in SUBJECTS
+}
+EMAILS["email-2fa_disabled-by-admin"] = (
+    "email/2fa_disabled.html",
+    email("2fa_disabled", by_admin=True),
+)
+EMAILS["email-2fa_required-at-once"] = (
+    "email/2fa_required.html",
+    email("2fa_required", by_admin=True),
+)
+EMAILS["email-hostile-passkey-name"] = (
+    "email/passkey_added.html",
+    email("passkey_added", passkey="<img src=x onerror=alert(1)>\r\nBcc: evil@example.com"),
+)
 
 
 def login(**state: Any) -> dict[str, Any]:
@@ -91,6 +138,7 @@ def second_factor(**state: Any) -> dict[str, Any]:
 TWO_FACTOR = "partials/account/two_factor.html"
 PASSKEYS_PARTIAL = "partials/account/passkeys.html"
 RECOVERY = "partials/account/recovery_codes.html"
+PW_SECTION = "partials/account/password.html"
 
 # name → (template, context). Pages render with the layout; partials as htmx swaps them.
 SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -133,6 +181,14 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "sessions-one": ("partials/account/sessions.html", account(sessions=SESSIONS[:1])),
     "activity": ("partials/account/activity.html", account()),
     "activity-empty": ("partials/account/activity.html", account(events=[])),
+    "password": (PW_SECTION, account()),
+    "password-no-email": (PW_SECTION, account(password=NO_EMAIL)),
+    "password-change": (PW_SECTION, account(pw_mode="change")),
+    "password-confirm": (PW_SECTION, account(confirm_in="password")),
+    "password-weak": (PW_SECTION, account(pw_mode="change", pw_error="This is a very common password. Add another word or two. Uncommon words are better.", pw_error_field="new")),
+    "password-wrong-current": (PW_SECTION, account(pw_mode="change", pw_error="Your current password is not correct.", pw_error_field="current")),
+    "password-changed": (PW_SECTION, account(notice="Your password was changed. Every other session was signed out.", notice_in="password")),
+    **EMAILS,
 }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from models import SecurityEvent, utcnow
+from web import notifications
 from web.twofactor import date_words
 
 RECENT = 20
@@ -21,13 +22,19 @@ def record(
     *,
     actor: str = "user",
     ip: str = "",
+    user_agent: str = "",
     **detail: Any,
 ) -> None:
-    """Adds an event to the current transaction (the caller commits)."""
+    """Adds an event to the current transaction (the caller commits), and the email it sends
+    (SPEC §5.8) to the outbox in the same transaction: a rolled-back change sends nothing.
+    `user_agent` only words the email ("Chrome on Linux"); it is not stored with the event."""
     db.add(
         SecurityEvent(
             user_id=user_id, kind=kind, actor=actor, ip=ip, detail=detail, created_at=utcnow()
         )
+    )
+    notifications.queue_for_event(
+        db, user_id, kind, actor=actor, ip=ip, user_agent=user_agent, detail=detail
     )
 
 
@@ -69,6 +76,9 @@ def describe(event: SecurityEvent) -> str:
         "locked": "Account locked for 15 minutes after repeated failures",
         "sessions_revoked": "Signed out of other sessions",
         "user_created": "Account created",
+        "password_changed": "Password changed" + (" by an administrator" if by_admin else ""),
+        "password_change_failed": "Wrong current password given when changing the password",
+        "email_changed": _email_words(d, by_admin),
         "reauth": _reauth_words(d.get("method", "")),
         "reauth_failed": "Failed attempt to confirm it's you",
         "sign_in_incomplete": "Password entered; sign-in not completed",
@@ -78,6 +88,18 @@ def describe(event: SecurityEvent) -> str:
     if by_admin and event.kind in {"2fa_enabled", "2fa_disabled"}:
         text += " by an administrator"
     return text
+
+
+def _email_words(d: dict[str, Any], by_admin: bool) -> str:
+    from web.addresses import mask
+
+    by = " by an administrator" if by_admin else ""
+    old, new = mask(d.get("old")), mask(d.get("new"))
+    if old and new:
+        return f"Email address for notifications changed from {old} to {new}{by}"
+    if new:
+        return f"Email address for notifications set to {new}{by}"
+    return f"Email address for notifications removed{by}"
 
 
 def _reauth_words(method: str) -> str:
@@ -126,4 +148,5 @@ def is_warning(event: SecurityEvent) -> bool:
         "sign_in_incomplete",
         "locked",
         "passkey_clone_suspected",
+        "password_change_failed",
     }

@@ -148,6 +148,14 @@ class Settings:
     """Template reload and the /_design gallery."""
     cleanup_interval: int = 300
     """Seconds between runs of the expiry clean-up inside `serve`; 0 turns it off."""
+    smtp_url: str | None = None
+    """smtp://[user:pass@]host[:port][?starttls=1][&verify=0] or smtps://…; None: .eml files."""
+    mail_from: str = "Barycenter <no-reply@localhost>"
+    """Sender of notifications (not put through the rules for users' addresses)."""
+    mail_dir: str = ""
+    """Where .eml files go without an SMTP server; empty means <data folder>/mail."""
+    mail_interval: float = 5.0
+    """Seconds between looks at the outbox inside `serve`; 0 turns the sender off."""
     reauth_seconds: int = 600
     """How long a sign-in or a "Confirm it's you" counts as recent authentication (§4.1)."""
     related_origins: tuple[str, ...] = ()
@@ -176,6 +184,10 @@ class Settings:
             self.effective_origin,
             *(o for o in self.related_origins if o != self.effective_origin),
         ]
+
+    @property
+    def mail_folder(self) -> Path:
+        return Path(self.mail_dir) if self.mail_dir else _data_dir(self.database_url) / "mail"
 
     @property
     def secure_cookies(self) -> bool:
@@ -229,6 +241,9 @@ class Settings:
             "trusted_proxies": tuple(p.strip() for p in proxies.split(",") if p.strip()),
             "dev": _bool(env.get("BARYCENTER_DEV"), False, "BARYCENTER_DEV"),
             "related_origins": parse_origins(env.get("BARYCENTER_RELATED_ORIGINS", "")),
+            "smtp_url": env.get("BARYCENTER_SMTP_URL", "").strip() or None,
+            "mail_from": env.get("BARYCENTER_MAIL_FROM", "").strip()
+            or "Barycenter <no-reply@localhost>",
         }
         values.update(overrides)
         if "secret_key" not in values:
@@ -240,6 +255,11 @@ class Settings:
             raise ValueError("BARYCENTER_SESSION_TTL must be more than 0 seconds")
         if settings.ip_limit_per_minute < 0:
             raise ValueError("BARYCENTER_IP_LIMIT_PER_MINUTE must be 0 (off) or more")
+        from web.mailer import check_mail_from, parse_smtp_url
+
+        if settings.smtp_url:
+            parse_smtp_url(settings.smtp_url)  # a mistake stops start-up, with its reason
+        check_mail_from(settings.mail_from)
         return settings
 
 

@@ -190,7 +190,14 @@ def second_factor_code(
     db.add(user)
     session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
     token = sessions.upgrade_session(db, session, settings, factor="otp", passkey_id=None)
-    events.record(db, user.id, "recovery_code_used", ip=client.ip, remaining=remaining)  # type: ignore[arg-type]
+    events.record(
+        db,
+        user.id,
+        "recovery_code_used",
+        ip=client.ip,
+        user_agent=client.user_agent,
+        remaining=remaining,
+    )  # type: ignore[arg-type]
     events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+otp")  # type: ignore[arg-type]
     db.commit()
     return token, remaining
@@ -219,7 +226,14 @@ def enroll_at_login(
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
         # SPEC §4.2: enroll-at-login ends the user's other sessions, with its own event
         sessions.end_other_sessions(db, user.id, keep_id=fresh.id)  # type: ignore[arg-type]
-        events.record(db, user.id, "enrolled_at_login", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
+        events.record(
+            db,
+            user.id,  # type: ignore[arg-type]
+            "enrolled_at_login",
+            ip=client.ip,
+            user_agent=client.user_agent,
+            name=passkey.name,
+        )
         events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=passkey.name)  # type: ignore[arg-type]
         return token, codes
 

@@ -349,3 +349,14 @@ def lock_after_failure(failed_count: int, now: datetime) -> datetime | None:
 def amr_for_passkey(backup_eligible: bool) -> str:
     """hwk for a device-bound credential, swk for a synced (backup-eligible) one."""
     return "swk" if backup_eligible else "hwk"
+
+
+def can_change_password_now(
+    session: SessionFacts, passkey_count: int, now: datetime, seconds: int
+) -> Decision:
+    """Changing the password (SPEC §5.7, §9): with no passkey on the account, the "Current
+    password" field is itself the confirmation; with one, a stale session confirms it's you
+    with a passkey first."""
+    if passkey_count == 0:
+        return ALLOWED
+    return can_change_password(session, now, seconds)

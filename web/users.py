@@ -8,6 +8,7 @@ from sqlmodel import Session, select
 from models import User
 from models.user import USERNAME_RE, normalize_username, user_by_username
 from web import events
+from web.addresses import normalize_email
 from web.errors import Refused
 from web.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
 
@@ -38,10 +39,18 @@ def validate_new_user(username: str, password: str, display_name: str | None) ->
 
 
 def create_user(
-    db: Session, username: str, password: str, display_name: str | None = None, *, actor: str
+    db: Session,
+    username: str,
+    password: str,
+    display_name: str | None = None,
+    *,
+    actor: str,
+    email: str | None = None,
 ) -> User:
-    """Validate, hash and store a new user (commits). A taken username is a 409."""
+    """Validate, hash and store a new user (commits). A taken username is a 409; an invalid
+    email address a 422 (stored normalised, see web.addresses)."""
     validate_new_user(username, password, display_name)
+    address = normalize_email(email) if email is not None else None
     if user_by_username(db, username) is not None:
         raise Refused(409, f"Username already taken: {username}")
     user = User(
@@ -49,6 +58,7 @@ def create_user(
         username_key=normalize_username(username),
         display_name=display_name or username,
         password_hash=hash_password(password),
+        email=address,
     )
     db.add(user)
     try:
@@ -58,4 +68,18 @@ def create_user(
     except IntegrityError as exc:
         db.rollback()
         raise Refused(409, f"Username already taken: {username}") from exc
+    return user
+
+
+def set_email(db: Session, user_id: int, email: str | None, *, actor: str, ip: str = "") -> User:
+    """Set (or with None, clear) the address for notifications; the event mails both the old
+    and the new address. Commits. An invalid address is a 422 and changes nothing."""
+    address = normalize_email(email) if email is not None else None
+    user = lock_user(db, user_id)
+    if user.email != address:
+        old = user.email
+        user.email = address
+        db.add(user)
+        events.record(db, user_id, "email_changed", actor=actor, ip=ip, old=old, new=address)
+    db.commit()
     return user

@@ -16,6 +16,7 @@ from models import AuthSession, Passkey, SecurityEvent, User, utcnow
 from models.passkey import passkeys_of
 from models.recovery import recovery_codes_remaining
 from web import events, sessions, twofactor
+from web.addresses import mask
 from web.settings import Settings
 
 # Passkey providers by AAGUID (a few well-known ones; others fall back to browser and OS).
@@ -245,7 +246,21 @@ SECTION_STATE: dict[str, Any] = {
     "notice": "",
     "notice_in": "",  # the section the notice belongs to
     "signal": None,  # after a removal: the passkeys a password manager should keep
+    "pw_mode": "view",  # password: view | change
+    "pw_error": "",  # why the new password (or the current one) was refused
+    "pw_error_field": "",  # "current" or "new": the field the error belongs to
 }
+
+
+def password_view(user: User) -> dict[str, str]:
+    """The password section's facts, and where security notifications go (masked)."""
+    changed = user.password_changed_at
+    return {
+        "changed": f"Last changed {when(changed)}"
+        if changed
+        else "Not changed since the account was created",
+        "notify_to": mask(user.email),
+    }
 
 
 def account_context(
@@ -272,5 +287,6 @@ def account_context(
         "sessions": [session_view(s, viewer.session.id) for s in live],
         "events": event_views(events.recent(db, user.id)),  # type: ignore[arg-type]
         "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),
+        "password": password_view(user),
     }
     return {**context, **SECTION_STATE, **state}

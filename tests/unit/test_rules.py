@@ -1339,3 +1339,23 @@ def test_disable_is_atomic(auth, client, database, monkeypatch):
     assert reload_user(database).user_2fa_enabled
     assert unused_codes(database) == 10
     assert "2fa_disabled" not in kinds(database)
+
+
+@pytest.mark.parametrize(
+    ("passkeys", "seconds_ago", "allowed"),
+    [
+        (0, None, True),  # no passkey: "Current password" is the confirmation
+        (0, 601, True),
+        (1, 600, True),  # exactly the window still counts
+        (1, 601, False),  # stale, with a passkey: "Confirm it's you" first
+        (2, None, False),
+        (32, 5, True),
+    ],
+)
+def test_change_password_now_table(passkeys, seconds_ago, allowed):
+    now = utcnow()
+    reauth = None if seconds_ago is None else now - timedelta(seconds=seconds_ago)
+    decision = twofactor.can_change_password_now(Facts("full", True, reauth), passkeys, now, 600)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert (decision.status, decision.code) == (403, twofactor.REAUTH_REQUIRED)

@@ -40,7 +40,7 @@ def test_every_template_has_a_sample() -> None:
     includes = {"layouts/base.html", "components/forms.html", "components/codes.html",
                 "components/confirm.html",
                 "partials/account/passkey_row.html", "partials/login/enrolled.html",
-                "pages/design.html"}  # fmt: skip
+                "pages/design.html", "email/base.html"}  # fmt: skip
     every = {str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*.html")}
     assert every - used - includes == set()
 
@@ -100,3 +100,46 @@ def test_a_run_of_failures_reads_as_one_line() -> None:
         "Failed sign-in attempt",
         "Two-factor authentication turned on by an administrator",
     ]
+
+
+EMAIL_TEMPLATES = sorted((TEMPLATES / "email").glob("*.txt"))
+
+
+def test_every_email_has_both_parts_and_a_sample() -> None:
+    from web.notifications import SUBJECTS
+
+    kinds = {p.stem for p in EMAIL_TEMPLATES} - {"base"}
+    assert kinds == set(SUBJECTS)
+    assert all((TEMPLATES / "email" / f"{kind}.html").exists() for kind in kinds)
+    sampled = {t for t, _ in SAMPLES.values() if t.startswith("email/")}
+    assert sampled == {f"email/{kind}.html" for kind in kinds}
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, (t, _) in SAMPLES.items() if t.startswith("email/"))
+)
+def test_email_text_part_renders(name: str) -> None:
+    """The text part under StrictUndefined, with the same facts as its HTML part."""
+    from web.notifications import environment as email_environment
+
+    template, context = SAMPLES[name]
+    text = email_environment().get_template(template[:-5] + ".txt").render(**context)
+    html = email_environment().get_template(template).render(**context)
+    assert "Hello Ada Lovelace," in text and "Hello Ada Lovelace," in html
+    assert context["when"] in text and context["when"] in html
+    assert (
+        "http://localhost:8000/account" in text and 'href="http://localhost:8000/account"' in html
+    )
+    if context["by_admin"]:
+        assert "your administrator" in text and "203.0.113.7" not in text
+    else:
+        assert "203.0.113.7" in text and "203.0.113.7" in html
+    assert "{{" not in text and "{%" not in text
+
+
+def test_email_html_escapes_what_users_typed() -> None:
+    template, context = SAMPLES["email-hostile-passkey-name"]
+    from web.notifications import environment as email_environment
+
+    html = email_environment().get_template(template).render(**context)
+    assert "<img src=x" not in html and "&lt;img src=x" in html

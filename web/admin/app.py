@@ -63,6 +63,7 @@ def create_admin_app(
         openapi_config=None,
         on_shutdown=[database.dispose],
     )
+    database.info["settings"] = settings  # the outbox builds links from the origin
     app.state.settings = settings
     app.state.database = database
     return app

@@ -19,7 +19,7 @@ from models.recovery import recovery_codes_remaining
 from models.user import user_by_username
 from web import events, recovery, sessions, twofactor
 from web.errors import Refused
-from web.users import create_user, lock_user
+from web.users import create_user, lock_user, set_email
 
 T = TypeVar("T")
 
@@ -64,6 +64,7 @@ class User2faStatus:
     passkey_count: int
     passkey_enrolled_at: str | None
     recovery_codes_remaining: int
+    email: str | None = None
 
 
 @strawberry.type
@@ -140,6 +141,7 @@ def _status(db: Session, username: str) -> User2faStatus | None:
         passkey_count=len(keys),
         passkey_enrolled_at=keys[0].created_at.isoformat() if keys else None,
         recovery_codes_remaining=recovery_codes_remaining(db, user.id),  # type: ignore[arg-type]
+        email=user.email,
     )
 
 
@@ -255,6 +257,36 @@ def _create(db: Session, username: str, password: str, display_name: str | None)
     return create_user(db, username, password, display_name, actor="admin")
 
 
+def _create(
+    db: Session, username: str, password: str, display_name: str | None, email: str | None
+) -> User:
+    return create_user(db, username, password, display_name, actor="admin", email=email)
+
+
+def _set_email(db: Session, username: str, email: str | None) -> TwoFactorResult:
+    found = user_by_username(db, username)
+    if found is None:
+        return _not_found(username)
+    try:
+        user = set_email(db, found.id, email, actor="admin")  # type: ignore[arg-type]
+    except Refused as refusal:
+        db.rollback()
+        return TwoFactorResult(
+            success=False,
+            message=str(refusal.detail),
+            username=found.username,
+            requires2fa=found.requires_2fa,
+            user2fa_enabled=found.user_2fa_enabled,
+            effective2fa=twofactor.effective(found),
+        )
+    message = (
+        f"Notifications for {user.username} go to {user.email}"
+        if user.email
+        else f"{user.username} has no email address now"
+    )
+    return _result(user, message)
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(
@@ -304,10 +336,15 @@ class Mutation:
 
     @strawberry.mutation(name="createUser")
     async def create_user_(
-        self, info: Info, username: str, password: str, display_name: str | None = None
+        self,
+        info: Info,
+        username: str,
+        password: str,
+        display_name: str | None = None,
+        email: str | None = None,
     ) -> CreateUserResult:
         try:
-            user = await _run(info, _create, username, password, display_name)
+            user = await _run(info, _create, username, password, display_name, email)
         except Refused as refusal:
             return CreateUserResult(
                 success=False, message=str(refusal.detail), username=username, subject=None
@@ -318,6 +355,13 @@ class Mutation:
             username=user.username,
             subject=user.subject,
         )
+
+    @strawberry.mutation(name="setUserEmail")
+    async def set_user_email(
+        self, info: Info, username: str, email: str | None = None
+    ) -> TwoFactorResult:
+        """Where security notifications go; null clears it. Mails the old and new address."""
+        return await _run(info, _set_email, username, email)
 
 
 log = logging.getLogger("barycenter.admin")

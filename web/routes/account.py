@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from models import utcnow
 from models.passkey import passkey_count, passkeys_of
-from web import account, ceremony, passkeys, sessions, twofactor
+from web import account, ceremony, passkeys, password_change, sessions, twofactor
 from web.errors import Refused
 from web.routes.common import DB, Current, client, field, rate_limit, render, settings_of
 from web.views import accepted_credentials, account_context
@@ -26,6 +26,7 @@ SECTIONS = {
     "two-factor": "partials/account/two_factor.html",
     "passkeys": "partials/account/passkeys.html",
     "recovery-codes": "partials/account/recovery_codes.html",
+    "password": "partials/account/password.html",
     "sessions": "partials/account/sessions.html",
     "activity": "partials/account/activity.html",
 }
@@ -488,7 +489,60 @@ class AccountController(Controller):
         state: dict[str, Any] = {"notice": "Thanks, that's confirmed. You can go on now."}
         if then == "two-factor":
             state["tf_mode"] = "enroll"
+        if then == "password":
+            state["pw_mode"] = "change"
         return section(request, db, viewer, then, token=token, **state)
+
+    # ---- Password (SPEC §5.7) ---------------------------------------------------------
+
+    def _password_needs_confirm(self, request: Request, db: Session, viewer: Current) -> bool:
+        now, seconds = window(request)
+        keys = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        decision = twofactor.can_change_password_now(viewer.session, keys, now, seconds)
+        return decision.code == twofactor.REAUTH_REQUIRED
+
+    @get("/password", sync_to_thread=True)
+    def password_section(self, request: Request, db: DB, viewer: Current) -> Template:
+        return section(request, db, viewer, "password")
+
+    @get("/password/change", sync_to_thread=True)
+    def password_form(self, request: Request, db: DB, viewer: Current) -> Template:
+        if self._password_needs_confirm(request, db, viewer):
+            return section(request, db, viewer, "password", confirm_in="password")
+        return section(request, db, viewer, "password", pw_mode="change")
+
+    @post("/password", sync_to_thread=True)
+    def change_password(
+        self, request: Request, db: DB, viewer: Current, data: URLEncodedBody[dict[str, Any]]
+    ) -> Template:
+        if self._password_needs_confirm(request, db, viewer):
+            return section(request, db, viewer, "password", confirm_in="password")
+        current, new = field(data, "current_password"), field(data, "new_password")
+        try:
+            token = password_change.change_password(
+                db, settings_of(request), client(request), viewer, current, new
+            )
+        except password_change.PasswordRefused as refusal:
+            db.rollback()
+            return section(
+                request,
+                db,
+                viewer,
+                "password",
+                status=422,
+                pw_mode="change",
+                pw_error=str(refusal.detail),
+                pw_error_field=refusal.field,
+            )
+        return section(
+            request,
+            db,
+            viewer,
+            "password",
+            notice="Your password was changed. Every other session was signed out.",
+            trigger=CHANGED,
+            token=token,
+        )
 
     # ---- Sessions --------------------------------------------------------------------
 
