@@ -15,7 +15,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from sqlalchemy.exc import OperationalError
 
-from web.db import Database, connect, provide_db
+from web.db import SAFE_METHODS, Database, connect, provide_db
 from web.errors import (
     RedirectTo,
     database_busy_handler,
@@ -49,7 +49,7 @@ def configure_templates(settings: Settings):  # type: ignore[no-untyped-def]
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> Litestar:
     settings = settings or get_settings()
-    database = database or connect(settings.database_url)
+    database = database or connect(settings.database_url, settings.sqlite_busy_timeout_ms)
 
     route_handlers: list = [
         home,
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             cookie_secure=settings.secure_cookies,
             cookie_httponly=True,
             cookie_samesite="strict",
-            safe_methods={"GET", "HEAD", "OPTIONS"},
+            safe_methods=set(SAFE_METHODS),
         ),
         before_send=[security_headers],
         before_request=check_request,

@@ -54,7 +54,7 @@ async def _cleanup_forever(settings: Settings) -> None:
     from web.cleanup import cleanup
     from web.db import connect
 
-    database = connect(settings.database_url)
+    database = connect(settings.database_url, settings.sqlite_busy_timeout_ms)
     while True:
         await asyncio.sleep(settings.cleanup_interval)
         try:
@@ -185,7 +185,7 @@ def create_user_command(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     upgrade(settings.database_url)
-    database = connect(settings.database_url)
+    database = connect(settings.database_url, settings.sqlite_busy_timeout_ms)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -216,7 +216,7 @@ def cleanup_command(args: argparse.Namespace) -> int:
     from web.db import connect
 
     settings = Settings.from_env()
-    counts = cleanup(connect(settings.database_url), settings)
+    counts = cleanup(connect(settings.database_url, settings.sqlite_busy_timeout_ms), settings)
     print(", ".join(f"{name}: {n}" for name, n in counts.items()))
     return 0
 

@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
+"""The default of `Settings.sqlite_busy_timeout_ms`."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+def _sqlite_engine(url: str, *, immediate: bool, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
     path = url.removeprefix("sqlite:///")
     # A request holds its connection until it ends (template rendering included), so more
     # requests are in flight than the default pool of 5 keeps: without room, every extra
@@ -48,14 +49,18 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         pool = {"pool_size": 32, "max_overflow": 32}
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5}, **pool)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        **pool,
+    )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -67,10 +72,13 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
-def connect(url: str) -> Database:
+def connect(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:
+    """`busy_timeout_ms`: how long a SQLite statement waits for another writer's lock (then
+    the request answers 503); PostgreSQL ignores it."""
     if is_sqlite(url):
         return Database(
-            read=_sqlite_engine(url, immediate=False), write=_sqlite_engine(url, immediate=True)
+            read=_sqlite_engine(url, immediate=False, busy_timeout_ms=busy_timeout_ms),
+            write=_sqlite_engine(url, immediate=True, busy_timeout_ms=busy_timeout_ms),
         )
     engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
     return Database(read=engine, write=engine)
@@ -91,6 +99,8 @@ def upgrade(url: str) -> None:
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+"""The one definition of the methods that change nothing: they read through the read engine,
+pass CSRF and the Origin checks, and write nothing but the once-a-minute session touch."""
 
 
 def provide_db(request: Request) -> Iterator[Session]:

@@ -84,6 +84,9 @@ class Settings:
     """Template reload and the /_design gallery."""
     cleanup_interval: int = 300
     """Seconds between runs of the expiry clean-up inside `serve`; 0 turns it off."""
+    sqlite_busy_timeout_ms: int = 5000
+    """How long a SQLite statement waits for another writer's lock before the request
+    answers 503 (milliseconds)."""
 
     @property
     def effective_origin(self) -> str:
@@ -116,6 +119,7 @@ class Settings:
             "ip_limit_per_minute": _int(env, "BARYCENTER_IP_LIMIT_PER_MINUTE", 30),
             "trusted_proxies": tuple(p.strip() for p in proxies.split(",") if p.strip()),
             "dev": _bool(env.get("BARYCENTER_DEV"), False, "BARYCENTER_DEV"),
+            "sqlite_busy_timeout_ms": _int(env, "BARYCENTER_SQLITE_BUSY_TIMEOUT_MS", 5000),
         }
         values.update(overrides)
         if "secret_key" not in values:
@@ -125,6 +129,8 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.session_ttl <= 0:
             raise ValueError("BARYCENTER_SESSION_TTL must be more than 0 seconds")
+        if settings.sqlite_busy_timeout_ms < 0:
+            raise ValueError("BARYCENTER_SQLITE_BUSY_TIMEOUT_MS must be 0 or more")
         if settings.ip_limit_per_minute < 0:
             raise ValueError("BARYCENTER_IP_LIMIT_PER_MINUTE must be 0 (off) or more")
         return settings

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from web.db import connect
+from web.settings import Settings
 from web.views import browser_and_os
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,3 +202,20 @@ def test_browser_and_os_is_cached():
     browser_and_os(CHROME)
     browser_and_os(CHROME)
     assert browser_and_os.cache_info().hits == 1
+
+
+def test_the_sqlite_busy_timeout_is_a_setting(tmp_path):
+    env = {"BARYCENTER_SECRET_KEY": "k" * 48}
+    assert Settings.from_env(env).sqlite_busy_timeout_ms == 5000
+    settings = Settings.from_env({**env, "BARYCENTER_SQLITE_BUSY_TIMEOUT_MS": "250"})
+    assert settings.sqlite_busy_timeout_ms == 250
+    for bad in ("-1", "soon"):
+        with pytest.raises(ValueError, match="BARYCENTER_SQLITE_BUSY_TIMEOUT_MS"):
+            Settings.from_env({**env, "BARYCENTER_SQLITE_BUSY_TIMEOUT_MS": bad})
+    database = connect(f"sqlite:///{tmp_path}/timeout.db", busy_timeout_ms=250)
+    try:
+        for engine in (database.read, database.write):
+            with engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 250
+    finally:
+        database.dispose()
