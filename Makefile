@@ -65,6 +65,10 @@ ROUTE ?= account
 profile: install
 	$(PY) -m bench.profile $(ROUTE) --cprofile
 
+## typecheck: mypy over web/ and models/ (settings in pyproject.toml)
+typecheck: install
+	$(VENV)/bin/mypy
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

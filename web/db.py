@@ -14,6 +14,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from litestar import Request
+from litestar.types import Method
 from sqlalchemy import Engine, create_engine, event
 from sqlmodel import Session
 
@@ -98,7 +99,7 @@ def upgrade(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SAFE_METHODS: frozenset[Method] = frozenset({"GET", "HEAD", "OPTIONS"})
 """The one definition of the methods that change nothing: they read through the read engine,
 pass CSRF and the Origin checks, and write nothing but the once-a-minute session touch."""
 
