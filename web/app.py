@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from jinja2 import StrictUndefined
@@ -35,7 +36,7 @@ MAX_BODY = 64 * 1024
 HTMX_FILE = "htmx-2.0.11.min.js"
 
 
-def configure_templates(settings: Settings):  # type: ignore[no-untyped-def]
+def configure_templates(settings: Settings) -> Callable[[JinjaTemplateEngine], None]:
     def callback(engine: JinjaTemplateEngine) -> None:
         env = engine.engine
         env.undefined = StrictUndefined
