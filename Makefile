@@ -8,7 +8,7 @@ AXE_VERSION := 4.14.1
 AXE := .cache/npm/node_modules/axe-core/axe.min.js
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install run test unit e2e bench lint format chromium axe clean
+.PHONY: install run test unit e2e bench profile typecheck lint format chromium axe clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,9 +55,20 @@ unit: install
 e2e: install chromium axe
 	$(PY) -m pytest tests/e2e -q
 
-## bench: throughput and latency table (bench/results/)
+## bench: throughput and latency, side by side with django-allauth (../shared/peers/allauth/)
+## and a bare Litestar app; the table goes to bench/results/latest-*.md
 bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m bench.run
+
+## profile: where a signed-in GET /account spends its CPU (ROUTE=second-factor|passkey too)
+ROUTE ?= account
+profile: install
+	$(PY) -m bench.profile $(ROUTE) --cprofile
+
+## typecheck: mypy over web/ and models/ (settings in pyproject.toml)
+typecheck: install
+	$(VENV)/bin/mypy
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -275,9 +275,9 @@ def run_wrk(
     seconds: float,
     route: str,
     connections: int = CONCURRENCY,
-    threads: int = 1,
+    threads: int = 2,
 ) -> Result:
-    """`wrk` on one URL for `seconds`; one thread leaves the two cores to the server."""
+    """`wrk -t2 -c16` on one URL for `seconds` (the settings of the allauth peer's bench)."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench.lua"
         script.write_text(WRK_SCRIPT)

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import json
+import pstats
 import shutil
 import subprocess
 import sys
@@ -127,7 +130,11 @@ class _Inline(Executor):
 
 
 def cpu_per_request(
-    url: str, route: str, users: int = 10, requests: int = 300
+    url: str,
+    route: str,
+    users: int = 10,
+    requests: int = 300,
+    profiler: cProfile.Profile | None = None,
 ) -> tuple[float, float]:
     """(CPU ms of /healthz, CPU ms of `route`) per request: the app called as ASGI in this
     process with every handler inline, timed with process_time (so other work on the
@@ -204,18 +211,24 @@ def cpu_per_request(
                 calls.append(("POST", "/login/passkey/finish", cookie, body))
         return calls
 
-    async def timed(calls: list[tuple[str, str, str, bytes]]) -> float:
+    async def timed(
+        calls: list[tuple[str, str, str, bytes]], profiler: cProfile.Profile | None = None
+    ) -> float:
         for call_ in calls[:30]:  # warm-up
             await call(*call_)
         started = time.process_time()
+        if profiler:
+            profiler.enable()
         for call_ in calls[30:]:
             await call(*call_)
+        if profiler:
+            profiler.disable()
         return (time.process_time() - started) / len(calls[30:]) * 1000
 
     async def both() -> tuple[float, float]:
         calls = await prepare()
         healthz = await timed([("GET", "/healthz", "", b"")] * (requests * 3 + 30))
-        return healthz, await timed(calls)
+        return healthz, await timed(calls, profiler)
 
     set_asyncio_executor(_Inline())
     try:
@@ -299,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-only", action="store_true", help="only view 0")
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--top", type=int, default=30)
+    p.add_argument(
+        "--cprofile",
+        action="store_true",
+        help="view 0 again under cProfile: the functions with the most cumulative time",
+    )
     args = p.parse_args(argv)
     with temporary_database(None) as url:
         upgrade(url)
@@ -307,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU per request in one process (handlers inline, {args.users:,} users): /healthz "
         f"{healthz:.3f} ms, {args.route} {cpu:.3f} ms, ratio {healthz / cpu:.1%}"
     )
+    if args.cprofile:
+        profiler = cProfile.Profile()
+        with temporary_database(None) as url:
+            upgrade(url)
+            cpu_per_request(url, args.route, args.users, profiler=profiler)
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out).strip_dirs()
+        stats.sort_stats("cumulative").print_stats(args.top)
+        stats.sort_stats("tottime").print_stats(args.top)
+        print(out.getvalue())
     if args.cpu_only:
         return 0
     print()

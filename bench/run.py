@@ -1,4 +1,10 @@
-"""`make bench`: throughput and latency of the hot routes, against a real server.
+"""`make bench`: throughput and latency of the hot routes, against a real server, side by
+side with django-allauth's MFA pages and a bare Litestar app (SPEC §8, §9).
+
+Once per run, two yardsticks start next to ours: the django-allauth peer of
+`../shared/peers/allauth/` (bench/peer.py: gunicorn, 2 sync workers; alice enrolled with a
+passkey in Chromium, whose ceremony POSTs the peer times with Server-Timing), and a bare
+Litestar JSON endpoint (bench/bare.py) under the same uvicorn with `--workers 2`.
 
 For each database (a temporary SQLite file; and PostgreSQL when `--database-url` or
 BENCH_DATABASE_URL is given: a fresh database with a random name, dropped afterwards) and
@@ -6,16 +12,20 @@ for each population (10, then 100,000 users), this seeds a new database, starts
 `barycenter-account serve --workers 2 --admin-port 0` on it and measures, at 16
 connections on loopback:
 
-- `GET /healthz` (the baseline) and `GET /account` (a signed-in aal2 user with 2FA on and
-  three passkeys) with wrk;
+- with `wrk -t2 -c16`, in interleaved slices: `GET /healthz` (the baseline), `GET /account`
+  (a signed-in aal2 user with 2FA on and three passkeys), one section partial
+  (`GET /account/activity` with `HX-Request`), the bare app's `GET /` and allauth's
+  `GET /accounts/2fa/` (alice, 1 passkey + recovery codes);
 - `/healthz` again with the asyncio client (the baseline of the rows below), then the
   second factor (`/login/2fa/passkey/start`, then `/finish` with real assertions signed
   ahead of time by a software authenticator) and passkey sign-in (`/login/passkey/start`,
-  then `/finish`, discoverable) with the asyncio client.
+  then `/finish`, discoverable) with the asyncio client; then both again one request at a
+  time, whose median latency is our server time next to allauth's Server-Timing.
 
 Every route is warmed up first, and every status is counted: non-2xx responses are shown
 in the table (a benchmark of errors is worthless). Nothing about speed is asserted. The
-table goes to stdout and to bench/results/<UTC time>-<db>.md (and latest-<db>.md).
+tables go to stdout and to bench/results/latest-<db>.md. The machine is shared and noisy:
+compare ratios within one run, never figures across runs.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +53,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench import load
+from bench.peer import PASSKEY, SECOND_FACTOR, Peer, running_peer
 from bench.seed import BROWSER_UA, Population, partial_sessions, seed
 from web.db import upgrade
 
@@ -53,6 +64,10 @@ SECRET_KEY = "bench-secret-key-" + "x" * 32
 
 HEALTHZ = "GET /healthz"
 ACCOUNT = "GET /account"
+SECTION = "GET /account/activity (htmx)"
+BARE = "bare Litestar GET /"
+ALLAUTH = "allauth GET /accounts/2fa/"
+ONE_AT_A_TIME = " (one at a time)"
 TWOFA_START = "POST /login/2fa/passkey/start"
 TWOFA_FINISH = "POST /login/2fa/passkey/finish"
 PASSKEY_START = "POST /login/passkey/start"
@@ -71,7 +86,18 @@ class Round:
     """The machine's 1-minute load average before and after (other work skews results)."""
 
     def baseline(self, client: str) -> load.Result | None:
-        return next((r for r in self.results if r.route == HEALTHZ and r.client == client), None)
+        return self.find(HEALTHZ, client)
+
+    def find(self, route: str, client: str = "wrk") -> load.Result | None:
+        return next((r for r in self.results if r.route == route and r.client == client), None)
+
+
+@dataclass
+class Yardsticks:
+    """What our routes are compared with, started once per run."""
+
+    peer: Peer | None
+    bare_port: int | None
 
 
 # ------------------------------------------------------------------------ databases
@@ -166,29 +192,59 @@ def running_server(url: str, workers: int, tmp: Path) -> Iterator[Server]:
         )
     server = Server(process, port, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_for(f"http://{HOST}:{port}/healthz", process, log)
         yield server
     finally:
+        stop_group(process)
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited:\n{log.read_text()}")
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except ProcessLookupError:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+                if r.status == 200:
+                    return
+        except OSError:
             pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: no answer:\n{log.read_text()}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def running_bare(workers: int, tmp: Path) -> Iterator[int]:
+    """bench/bare.py under `uvicorn --workers N` (uvicorn's own multi-process mode)."""
+    port = free_port()
+    log = tmp / f"bare-{port}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.bare:app", "--host", HOST]
+            + ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+            + ["--no-access-log"],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(f"http://{HOST}:{port}/", process, log)
+        yield port
+    finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 # -------------------------------------------------------------------------- requests
@@ -212,13 +268,14 @@ class Browser:
         }
         return load.request_bytes("GET", path, self.host, headers)
 
-    def headers(self, cookie: str | None = None) -> dict[str, str]:
+    def headers(self, cookie: str | None = None, **extra: str) -> dict[str, str]:
         """The headers of `get` for wrk (which sends its own Host only if told)."""
         return {
             "Host": self.host,
             "User-Agent": BROWSER_UA,
             "Accept": "text/html",
             "Cookie": cookie or f"barycenter_csrf={self.csrf}",
+            **extra,
         }
 
     def post_json(self, path: str, payload: object, cookies: dict[str, str]) -> bytes:
@@ -245,6 +302,7 @@ def starts_then_finishes(
     cookie_sets: list[tuple[dict[str, str], bytes | None]],
     start_route: str,
     finish_route: str,
+    concurrency: int = load.CONCURRENCY,
 ) -> tuple[load.Result, load.Result]:
     """Time the starts (16 at a time), sign an assertion for each answer, time the finishes.
 
@@ -252,7 +310,7 @@ def starts_then_finishes(
     ceremony; the start's options come back in the same order.
     """
     starts = [browser.post_json(start_path, {}, cookies) for cookies, _ in cookie_sets]
-    start_result, options = load.run_list_keep(HOST, server.port, starts, start_route)
+    start_result, options = load.run_list_keep(HOST, server.port, starts, start_route, concurrency)
     finishes = []
     for (cookies, chosen), answer in zip(cookie_sets, options, strict=True):
         status, body = answer
@@ -266,13 +324,18 @@ def starts_then_finishes(
         )
         finishes.append(browser.post_json(finish_path, {"credential": credential}, cookies))
     finish_result = load.run_list(
-        HOST, server.port, [f for f in finishes if f is not None], finish_route
+        HOST, server.port, [f for f in finishes if f is not None], finish_route, concurrency
     )
     return start_result, finish_result
 
 
 def second_factor(
-    url: str, server: Server, browser: Browser, population: Population, count: int
+    url: str,
+    server: Server,
+    browser: Browser,
+    population: Population,
+    count: int,
+    concurrency: int = load.CONCURRENCY,
 ) -> tuple[load.Result, load.Result]:
     """Sessions that passed the password step (inserted directly), then the passkey step."""
     pairs = partial_sessions(url, population.active, count)
@@ -287,13 +350,18 @@ def second_factor(
         start_path="/login/2fa/passkey/start",
         finish_path="/login/2fa/passkey/finish",
         cookie_sets=cookie_sets,
-        start_route=TWOFA_START,
-        finish_route=TWOFA_FINISH,
+        start_route=TWOFA_START + ("" if concurrency > 1 else ONE_AT_A_TIME),
+        finish_route=TWOFA_FINISH + ("" if concurrency > 1 else ONE_AT_A_TIME),
+        concurrency=concurrency,
     )
 
 
 def passkey_sign_in(
-    server: Server, browser: Browser, population: Population, count: int
+    server: Server,
+    browser: Browser,
+    population: Population,
+    count: int,
+    concurrency: int = load.CONCURRENCY,
 ) -> tuple[load.Result, load.Result]:
     """Discoverable sign-in: the start sets the ceremony nonce (we pick it), the finish
     names the user by its userHandle."""
@@ -309,12 +377,15 @@ def passkey_sign_in(
         start_path="/login/passkey/start",
         finish_path="/login/passkey/finish",
         cookie_sets=cookie_sets,
-        start_route=PASSKEY_START,
-        finish_route=PASSKEY_FINISH,
+        start_route=PASSKEY_START + ("" if concurrency > 1 else ONE_AT_A_TIME),
+        finish_route=PASSKEY_FINISH + ("" if concurrency > 1 else ONE_AT_A_TIME),
+        concurrency=concurrency,
     )
 
 
-def measure(url: str, users: int, args: argparse.Namespace, tmp: Path) -> Round:
+def measure(
+    url: str, users: int, args: argparse.Namespace, tmp: Path, yardsticks: Yardsticks
+) -> Round:
     upgrade(url)
     print(f"  seeding {users:,} users …", flush=True)
     population = seed(url, users)
@@ -324,7 +395,7 @@ def measure(url: str, users: int, args: argparse.Namespace, tmp: Path) -> Round:
     def keep(result: load.Result) -> None:
         results.append(result)
         print(
-            f"  {result.route:<32} {result.client:<7} {result.rps:8.0f} req/s  "
+            f"  {result.route:<44} {result.client:<7} {result.rps:8.0f} req/s  "
             f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
             f"non-2xx {result.failure_words()}",
             flush=True,
@@ -335,35 +406,54 @@ def measure(url: str, users: int, args: argparse.Namespace, tmp: Path) -> Round:
         population.authenticator.origin = server.origin
         browser = Browser(server)
         base = f"http://{HOST}:{server.port}"
+        session = {"barycenter_session": population.account_token}
         account_cookie = (
             f"barycenter_csrf={browser.csrf}; barycenter_session={population.account_token}"
         )
-        gets = [
-            (HEALTHZ, "/healthz", browser.get("/healthz"), browser.headers()),
+        htmx = {"HX-Request": "true", "HX-Current-URL": f"{browser.origin}/account"}
+        # (route, URL for wrk, its headers, the same request for the asyncio client or None)
+        gets: list[tuple[str, str, dict[str, str], bytes | None]] = [
+            (HEALTHZ, base + "/healthz", browser.headers(), browser.get("/healthz")),
             (
                 ACCOUNT,
-                "/account",
-                browser.get("/account", {"barycenter_session": population.account_token}),
+                base + "/account",
                 browser.headers(account_cookie),
+                browser.get("/account", session),
+            ),
+            (
+                SECTION,
+                base + "/account/activity",
+                browser.headers(account_cookie, **htmx),
+                None,
             ),
         ]
-        # Background load drifts: each GET is measured in slices that alternate with its
-        # baseline, and the asyncio baseline in slices between the ceremonies.
-        slices: dict[str, list[load.Result]] = {route: [] for route, *_ in gets}
-        for route, path, raw, headers in gets:
+        if load.wrk_available() and yardsticks.bare_port:
+            gets.append((BARE, f"http://{HOST}:{yardsticks.bare_port}/", {}, None))
+        peer = yardsticks.peer
+        if load.wrk_available() and peer:
+            gets.append((ALLAUTH, peer.base + "/accounts/2fa/", {"Cookie": peer.cookie}, None))
+        if not load.wrk_available():
+            print("  wrk not installed: GETs with the asyncio client, no side-by-side rows")
+            gets = [g for g in gets if g[3] is not None]
+
+        def run(route: str, target: str, headers: dict[str, str], raw: bytes | None, s: float):
             if load.wrk_available():
-                load.run_wrk(base + path, headers, args.warmup, route)
-            else:
-                load.run_for(HOST, server.port, raw, args.warmup, route)
+                return load.run_wrk(target, headers, s, route)
+            assert raw is not None
+            return load.run_for(HOST, server.port, raw, s, route)
+
+        # Background load drifts (other engineers' tests share the two cores): every GET is
+        # measured in slices taken in turn, so each ratio compares the same moments.
+        slices: dict[str, list[load.Result]] = {route: [] for route, *_ in gets}
+        for get in gets:
+            run(*get, args.warmup)
         for _ in range(SLICES):
-            for route, path, raw, headers in gets:
-                if load.wrk_available():
-                    part = load.run_wrk(base + path, headers, args.duration / SLICES, route)
-                else:
-                    part = load.run_for(HOST, server.port, raw, args.duration / SLICES, route)
-                slices[route].append(part)
+            for get in gets:
+                slices[get[0]].append(run(*get, args.duration / SLICES))
         for route, *_ in gets:
             keep(load.merge(slices[route]))
+        if peer and peer.page_status() != 200:
+            print("  warning: allauth's session no longer reaches /accounts/2fa/ after wrk")
 
         healthz = browser.get("/healthz")
         load.run_for(HOST, server.port, healthz, args.warmup, HEALTHZ)
@@ -377,6 +467,11 @@ def measure(url: str, users: int, args: argparse.Namespace, tmp: Path) -> Round:
         keep(load.merge(baseline))
         for result in ceremonies:
             keep(result)
+        # Server time, as allauth's Server-Timing gives it: one request at a time, so the
+        # latency is the request's own time (plus a loopback round trip and uvicorn's parsing).
+        alone = args.sequential
+        keep(second_factor(url, server, browser, population, alone, concurrency=1)[1])
+        keep(passkey_sign_in(server, browser, population, alone, concurrency=1)[1])
         cpu = server.cpu_seconds()
     load_average = (load_before, os.getloadavg()[0])
     return Round(users, results, population.seconds, population.rows, cpu, load_average)
@@ -427,7 +522,76 @@ def scale_table(small: Round, large: Round) -> str:
     return "\n".join(lines)
 
 
-def report(kind: str, rounds: list[Round], args: argparse.Namespace, seconds: float) -> str:
+def _verdict(value: float, target: float, higher_is_better: bool = True) -> str:
+    met = value >= target if higher_is_better else value <= target
+    return "met" if met else "**missed**"
+
+
+def side_by_side(rounds: list[Round], yardsticks: Yardsticks) -> str:
+    """The targets of SPEC §8 and issue 12, each a ratio of two rows of the same round."""
+    peer = yardsticks.peer
+    lines = [
+        "| Comparison (same round, interleaved) | Users | Ours | Theirs | Ratio | Target | |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for round_ in rounds:
+        n = fmt_users(round_.users)
+        account, healthz = round_.find(ACCOUNT), round_.find(HEALTHZ)
+        allauth, bare, section = round_.find(ALLAUTH), round_.find(BARE), round_.find(SECTION)
+        if account and allauth and allauth.rps:
+            x = account.rps / allauth.rps
+            lines.append(
+                f"| `GET /account` vs allauth `GET /accounts/2fa/` (enrolled), req/s | {n} "
+                f"| {account.rps:,.0f} | {allauth.rps:,.0f} | {x:.1f}× | ≥ 10× "
+                f"| {_verdict(x, 10)} |"
+            )
+            p = account.p99_ms / allauth.p99_ms if allauth.p99_ms else 0.0
+            lines.append(
+                f"| same, p99 ms | {n} | {account.p99_ms:.1f} | {allauth.p99_ms:.1f} "
+                f"| {p:.2f} | ≤ 0.33 | {_verdict(p, 1 / 3, higher_is_better=False)} |"
+            )
+        if healthz and bare and bare.rps:
+            x = healthz.rps / bare.rps
+            lines.append(
+                f"| `GET /healthz` vs a bare Litestar JSON endpoint, req/s | {n} "
+                f"| {healthz.rps:,.0f} | {bare.rps:,.0f} | {x:.0%} | ≥ 50 % | {_verdict(x, 0.5)} |"
+            )
+        if account and healthz and healthz.rps:
+            x = account.rps / healthz.rps
+            lines.append(
+                f"| `GET /account` vs our `GET /healthz`, req/s | {n} | {account.rps:,.0f} "
+                f"| {healthz.rps:,.0f} | {x:.0%} | ≥ 25 % | {_verdict(x, 0.25)} |"
+            )
+        if section and account and account.rps:
+            lines.append(
+                f"| section partial `GET /account/activity` vs the page, req/s | {n} "
+                f"| {section.rps:,.0f} | {account.rps:,.0f} | {section.rps / account.rps:.2f}× "
+                "| — | |"
+            )
+        for ours, theirs, words in (
+            (TWOFA_FINISH, SECOND_FACTOR, "second-factor finish"),
+            (PASSKEY_FINISH, PASSKEY, "passkey sign-in finish"),
+        ):
+            mine = round_.find(ours + ONE_AT_A_TIME, "asyncio")
+            other = peer.median_ms(theirs) if peer else None
+            if mine and other:
+                lines.append(
+                    f"| {words}, server ms (ours: median latency one at a time; allauth: "
+                    f"Server-Timing, median of {len(peer.server_ms[theirs]) if peer else 0}) "
+                    f"| {n} | {mine.p50_ms:.1f} | {other:.1f} | {mine.p50_ms / other:.2f} | — | |"
+                )
+    if len(lines) == 2:
+        return "No side-by-side rows: neither the allauth peer nor wrk was available."
+    return "\n".join(lines)
+
+
+def report(
+    kind: str,
+    rounds: list[Round],
+    args: argparse.Namespace,
+    seconds: float,
+    yardsticks: Yardsticks,
+) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -448,6 +612,22 @@ def report(kind: str, rounds: list[Round], args: argparse.Namespace, seconds: fl
         "starts, then the finishes with assertions signed beforehand by a software "
         "authenticator (10 users with 2FA on take turns; second factor: sessions that passed "
         "the password step). Every status is counted: `non-2xx` lists any other answer.",
+        "",
+        "**The machine is shared and noisy** (2 cores; other engineers' test suites ran during "
+        "this run, see the load averages at the end): compare ratios within one round, not "
+        "figures across runs. Both servers run 2 worker processes; wrk -t2 -c16 on the same "
+        "cores. allauth: "
+        + (
+            f"{yardsticks.peer.versions}, 2 workers, SQLite, alice with 1 passkey + recovery "
+            "codes; its ceremony figures come from one Chromium run (virtual authenticator) "
+            "at the start of the bench."
+            if yardsticks.peer
+            else "**not measured** (see the bench's output for why)."
+        ),
+        "",
+        side_by_side(rounds, yardsticks),
+        "",
+        "All rows:",
         "",
         table(rounds),
     ]
@@ -477,23 +657,24 @@ def report(kind: str, rounds: list[Round], args: argparse.Namespace, seconds: fl
 
 
 def save(kind: str, text_: str) -> Path:
+    """Only the latest table per database is kept (git history has the older ones)."""
     RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"{stamp}-{kind}.md"
+    path = RESULTS / f"latest-{kind}.md"
     path.write_text(text_)
-    (RESULTS / f"latest-{kind}.md").write_text(text_)
     return path
 
 
-def run_database(kind: str, base: str | None, args: argparse.Namespace) -> str:
+def run_database(
+    kind: str, base: str | None, args: argparse.Namespace, yardsticks: Yardsticks
+) -> str:
     started = time.perf_counter()
     rounds = []
     with tempfile.TemporaryDirectory(prefix="barycenter-bench-") as tmp:
         for users in args.users:
             print(f"{kind}: {users:,} users", flush=True)
             with temporary_database(base) as url:
-                rounds.append(measure(url, users, args, Path(tmp)))
-    text_ = report(kind, rounds, args, time.perf_counter() - started)
+                rounds.append(measure(url, users, args, Path(tmp), yardsticks))
+    text_ = report(kind, rounds, args, time.perf_counter() - started, yardsticks)
     path = save(kind, text_)
     print()
     print(text_)
@@ -519,17 +700,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2, help="warm-up seconds per GET route")
     p.add_argument("--requests", type=int, default=2000, help="ceremonies timed per route")
     p.add_argument("--warmup-requests", type=int, default=200)
+    p.add_argument(
+        "--sequential", type=int, default=100, help="ceremonies timed one at a time per route"
+    )
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-peer", action="store_true", help="without the django-allauth peer")
+    p.add_argument(
+        "--peer-port", type=int, default=int(os.environ.get("BENCH_ALLAUTH_PORT", "8801"))
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    if not args.no_sqlite:
-        run_database("sqlite", None, args)
-    if args.database_url:
-        run_database("postgresql", args.database_url, args)
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="barycenter-bench-")))
+        peer = None
+        if args.no_peer:
+            print("allauth peer: off (--no-peer)", flush=True)
+        else:
+            print(f"allauth peer on 127.0.0.1:{args.peer_port} …", flush=True)
+            peer = stack.enter_context(running_peer(args.peer_port))
+        bare_port = stack.enter_context(running_bare(args.workers, tmp))
+        yardsticks = Yardsticks(peer, bare_port)
+        if not args.no_sqlite:
+            run_database("sqlite", None, args, yardsticks)
+        if args.database_url:
+            run_database("postgresql", args.database_url, args, yardsticks)
     print(f"make bench: {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 

@@ -1,7 +1,7 @@
 from datetime import datetime
 
 from sqlalchemy import Column, Index, LargeBinary, bindparam
-from sqlmodel import Field, Session, SQLModel, func, select
+from sqlmodel import Field, Session, SQLModel, col, func, select
 
 from models.base import json_column, utcnow
 
@@ -30,7 +30,7 @@ class Passkey(SQLModel, table=True):
 
 # Built once (statement construction and its cache key cost more than the query itself).
 _OF_USER = (
-    select(Passkey).where(Passkey.user_id == bindparam("user_id")).order_by(Passkey.created_at)
+    select(Passkey).where(Passkey.user_id == bindparam("user_id")).order_by(col(Passkey.created_at))
 )
 
 

@@ -262,8 +262,13 @@ def rename_passkey(
     name = clean_name(raw_name)
     if name != passkey.name:
         events.record(
-            db, viewer.user.id, "passkey_renamed", ip=client.ip, old=passkey.name, name=name
-        )  # type: ignore[arg-type]
+            db,
+            viewer.user.id,  # type: ignore[arg-type]
+            "passkey_renamed",
+            ip=client.ip,
+            old=passkey.name,
+            name=name,
+        )
         passkey.name = name
         db.add(passkey)
     db.commit()

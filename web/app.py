@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from jinja2 import StrictUndefined
@@ -15,7 +16,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from sqlalchemy.exc import OperationalError
 
-from web.db import Database, connect, provide_db
+from web.db import SAFE_METHODS, Database, connect, provide_db
 from web.errors import (
     RedirectTo,
     database_busy_handler,
@@ -36,7 +37,7 @@ MAX_BODY = 64 * 1024
 HTMX_FILE = "htmx-2.0.11.min.js"
 
 
-def configure_templates(settings: Settings):  # type: ignore[no-untyped-def]
+def configure_templates(settings: Settings) -> Callable[[JinjaTemplateEngine], None]:
     def callback(engine: JinjaTemplateEngine) -> None:
         env = engine.engine
         env.undefined = StrictUndefined
@@ -50,7 +51,7 @@ def configure_templates(settings: Settings):  # type: ignore[no-untyped-def]
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> Litestar:
     settings = settings or get_settings()
-    database = database or connect(settings.database_url)
+    database = database or connect(settings.database_url, settings.sqlite_busy_timeout_ms)
 
     route_handlers: list = [
         home,
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             cookie_secure=settings.secure_cookies,
             cookie_httponly=True,
             cookie_samesite="strict",
-            safe_methods={"GET", "HEAD", "OPTIONS"},
+            safe_methods=set(SAFE_METHODS),
         ),
         before_send=[security_headers],
         before_request=check_request,

@@ -50,7 +50,7 @@ def finish(
     binding: str,
     effect: Callable[[WebAuthnChallenge], T],
     ip: str,
-    on_failure: Callable[[Refused], None] | None = None,
+    on_failure: Callable[[Refused], object] | None = None,
 ) -> T:
     """Consume the challenge, then apply `effect` atomically; commit either way."""
     challenge = passkeys.take_challenge(db, credential, purposes=purposes, binding=binding)

@@ -7,8 +7,10 @@ import asyncio
 import getpass
 import logging
 import multiprocessing
+import signal
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -52,7 +54,7 @@ async def _cleanup_forever(settings: Settings) -> None:
     from web.cleanup import cleanup
     from web.db import connect
 
-    database = connect(settings.database_url)
+    database = connect(settings.database_url, settings.sqlite_busy_timeout_ms)
     while True:
         await asyncio.sleep(settings.cleanup_interval)
         try:
@@ -67,7 +69,7 @@ async def _reminders_forever(settings: Settings) -> None:
     from web.db import connect
     from web.reminders import send_due_reminders
 
-    database = connect(settings.database_url)
+    database = connect(settings.database_url, settings.sqlite_busy_timeout_ms)
     while True:
         try:
             await asyncio.to_thread(send_due_reminders, database)
@@ -82,7 +84,7 @@ async def _send_mail_forever(settings: Settings) -> None:
     from web.db import connect
     from web.mailer import deliver
 
-    database = connect(settings.database_url)
+    database = connect(settings.database_url, settings.sqlite_busy_timeout_ms)
     database.info["settings"] = settings
     while True:
         try:
@@ -102,23 +104,59 @@ async def _serve(
         asyncio.create_task(s.serve(sockets=[k] if k else None))
         for s, k in zip(servers, sockets, strict=True)
     ]
+    background: list[asyncio.Task[None]] = []  # clean-up, reminders, mail: cancelled at the end
     if with_cleanup and settings.cleanup_interval > 0:
-        tasks.append(asyncio.create_task(_cleanup_forever(settings)))
+        background.append(asyncio.create_task(_cleanup_forever(settings)))
     if with_cleanup and settings.reminder_interval > 0:
-        tasks.append(asyncio.create_task(_reminders_forever(settings)))
-
+        background.append(asyncio.create_task(_reminders_forever(settings)))
     if with_cleanup and settings.mail_interval > 0:
-        tasks.append(asyncio.create_task(_send_mail_forever(settings)))
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        background.append(asyncio.create_task(_send_mail_forever(settings)))
+    tasks.extend(background)
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    # One server stopped (a signal): the others shut down the same graceful way. Cancelling
+    # them instead would cut their lifespan short (a traceback in the log).
     for server in servers:
         server.should_exit = True
-    for task in pending:
-        if task not in done:
-            task.cancel()
+    for task in background:
+        task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _worker(settings: Settings, sock: socket.socket, host: str, port: int) -> None:
+def _stop_quietly(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM and Ctrl-C end the process with status 0 and no traceback. uvicorn handles
+    both while it serves (a graceful shutdown), then raises the signal again for the
+    handler it found: this one."""
+    raise SystemExit(0)
+
+
+def _quiet_signals() -> None:
+    signal.signal(signal.SIGTERM, _stop_quietly)
+    signal.signal(signal.SIGINT, _stop_quietly)
+
+
+def listening_socket(
+    host: str, port: int, *, reuse_port: bool, listen: bool = True
+) -> socket.socket:
+    """A listening TCP socket. With `reuse_port`, every worker binds one of its own
+    (SO_REUSEPORT) and the kernel spreads new connections over them; one shared socket let
+    whichever worker woke first take most of them (measured: one of two workers idle)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Accepted connections inherit it; uvloop sets it only on sockets it binds itself, and
+    # without it every response waits ~40 ms for a delayed ACK (Nagle).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(2048)
+    return sock
+
+
+def _worker(settings: Settings, sock: socket.socket | None, host: str, port: int) -> None:
+    _quiet_signals()
+    if sock is None:  # SO_REUSEPORT: a socket of this worker's own
+        sock = listening_socket(host, port, reuse_port=True)
     server = _user_server(settings, sock, host, port)
     asyncio.run(_serve([server], [sock], settings, with_cleanup=False))
 
@@ -126,6 +164,7 @@ def _worker(settings: Settings, sock: socket.socket, host: str, port: int) -> No
 def serve(args: argparse.Namespace) -> None:
     from web.db import upgrade
 
+    _quiet_signals()
     settings = Settings.from_env(port=args.port)
     upgrade(settings.database_url)
     admin_on = args.admin_port != 0
@@ -141,36 +180,37 @@ def serve(args: argparse.Namespace) -> None:
             sockets.append(None)
         asyncio.run(_serve(servers, sockets, settings, with_cleanup=True))
         return
-    # N processes accept on one shared socket; this process serves the admin API.
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit it; uvloop sets it only on sockets it binds itself, and
-    # without it every response waits ~40 ms for a delayed ACK (Nagle).
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    # N processes, each with its own SO_REUSEPORT socket (where the system has it; else one
+    # shared socket); this process serves the admin API.
+    reuse_port = hasattr(socket, "SO_REUSEPORT")
+    # Bound here first, so that a port in use stops `serve` at once. With SO_REUSEPORT it
+    # only holds the port (a socket that does not listen is given no connections).
+    held = listening_socket(args.host, args.port, reuse_port=reuse_port, listen=not reuse_port)
+    shared = None if reuse_port else held
+    if shared is not None:
+        shared.set_inheritable(True)
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_worker, args=(settings, sock, args.host, args.port), daemon=True)
+        context.Process(target=_worker, args=(settings, shared, args.host, args.port), daemon=True)
         for _ in range(args.workers)
     ]
-    for worker in workers:
-        worker.start()
     try:
+        for worker in workers:
+            worker.start()
         servers = [_admin_server(settings, args.admin_host, args.admin_port)] if admin_on else []
         if servers:
             asyncio.run(_serve(servers, [None], settings, with_cleanup=True))
         else:
             for worker in workers:
                 worker.join()
-    except KeyboardInterrupt:
-        pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         for worker in workers:
-            worker.terminate()
+            if worker.is_alive():
+                worker.terminate()
         for worker in workers:
-            worker.join(timeout=5)
+            worker.join(timeout=10)
+        held.close()
 
 
 def _mail_destination(settings: Settings) -> str:
@@ -195,7 +235,7 @@ def create_user_command(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     upgrade(settings.database_url)
-    database = connect(settings.database_url)
+    database = connect(settings.database_url, settings.sqlite_busy_timeout_ms)
     database.info["settings"] = settings
     password = _read_password(args)
     with database.session() as db:
@@ -222,7 +262,7 @@ def set_password_command(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     upgrade(settings.database_url)
-    database = connect(settings.database_url)
+    database = connect(settings.database_url, settings.sqlite_busy_timeout_ms)
     database.info["settings"] = settings
     password = _read_password(args)
     with database.session() as db:
@@ -246,7 +286,7 @@ def send_mail_command(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     upgrade(settings.database_url)
-    database = connect(settings.database_url)
+    database = connect(settings.database_url, settings.sqlite_busy_timeout_ms)
     database.info["settings"] = settings
     outcome = deliver(database, settings, ignore_delays=True)
     print(f"{outcome.sent} sent, {outcome.failed} failed ({_mail_destination(settings)})")
@@ -266,7 +306,7 @@ def cleanup_command(args: argparse.Namespace) -> int:
     from web.db import connect
 
     settings = Settings.from_env()
-    counts = cleanup(connect(settings.database_url), settings)
+    counts = cleanup(connect(settings.database_url, settings.sqlite_busy_timeout_ms), settings)
     print(", ".join(f"{name}: {n}" for name, n in counts.items()))
     return 0
 

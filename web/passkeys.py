@@ -282,7 +282,9 @@ def _check_public_key(raw: bytes) -> None:
     try:
         decoded = decode_credential_public_key(raw)
         shape, curve = KEY_SHAPES[decoded.alg]
-        if not isinstance(decoded, shape) or (curve is not None and decoded.crv != curve):
+        if not isinstance(decoded, shape) or (
+            curve is not None and getattr(decoded, "crv", None) != curve
+        ):
             raise ValueError("key type does not match its algorithm")
         decoded_public_key_to_cryptography(decoded)
     except Exception as exc:  # whatever the library or cryptography raise: unusable

@@ -53,7 +53,7 @@ def _count(db: Session, key: str) -> tuple[int, int]:
             update(RateCounter)
             .where(col(RateCounter.key) == key, col(RateCounter.window_start) == window_start)
             .values(count=RateCounter.count + 1)
-            .returning(RateCounter.count)
+            .returning(col(RateCounter.count))
         ).first()
         if bumped is not None:
             count = bumped[0]

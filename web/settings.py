@@ -173,6 +173,10 @@ class Settings:
         if self.reauth_seconds < 0:
             raise ValueError("BARYCENTER_REAUTH_SECONDS must be 0 (always ask) or more")
 
+    sqlite_busy_timeout_ms: int = 5000
+    """How long a SQLite statement waits for another writer's lock before the request
+    answers 503 (milliseconds)."""
+
     @property
     def effective_origin(self) -> str:
         return self.origin or f"http://localhost:{self.port}"
@@ -244,6 +248,7 @@ class Settings:
             "smtp_url": env.get("BARYCENTER_SMTP_URL", "").strip() or None,
             "mail_from": env.get("BARYCENTER_MAIL_FROM", "").strip()
             or "Barycenter <no-reply@localhost>",
+            "sqlite_busy_timeout_ms": _int(env, "BARYCENTER_SQLITE_BUSY_TIMEOUT_MS", 5000),
         }
         values.update(overrides)
         if "secret_key" not in values:
@@ -253,6 +258,8 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.session_ttl <= 0:
             raise ValueError("BARYCENTER_SESSION_TTL must be more than 0 seconds")
+        if settings.sqlite_busy_timeout_ms < 0:
+            raise ValueError("BARYCENTER_SQLITE_BUSY_TIMEOUT_MS must be 0 or more")
         if settings.ip_limit_per_minute < 0:
             raise ValueError("BARYCENTER_IP_LIMIT_PER_MINUTE must be 0 (off) or more")
         from web.mailer import check_mail_from, parse_smtp_url

@@ -112,7 +112,7 @@ def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo
         update(User)
         .where(col(User.id) == viewer.user.id)
         .values(failed_login_count=User.failed_login_count + 1)
-        .returning(User.failed_login_count)
+        .returning(col(User.failed_login_count))
     ).one()[0]
     events.record(db, viewer.user.id, "second_factor_failed", ip=client.ip)  # type: ignore[arg-type]
     locked_until = twofactor.lock_after_failure(count, utcnow())

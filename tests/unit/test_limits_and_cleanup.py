@@ -120,13 +120,14 @@ def test_cleanup_deletes_what_expired_and_keeps_the_rest(auth, client, database,
 
 def test_a_locked_sqlite_database_answers_503_and_changes_nothing(settings, tmp_path, authn):
     """Another writer holds SQLite's lock past the busy timeout: a clear 503, no change.
-    (SQLite on purpose, whichever database the rest of the run uses.)"""
+    (SQLite on purpose, whichever database the rest of the run uses; a short timeout, so
+    that the test does not wait the default 5 s.)"""
     url = f"sqlite:///{tmp_path}/locked.db"
     upgrade(url)
-    database = connect(url)
+    database = connect(url, busy_timeout_ms=200)
     with database.session() as db:
         create_user(db, "alice", PASSWORD, actor="admin")
-    app = create_app(settings.with_(database_url=url), database)
+    app = create_app(settings.with_(database_url=url, sqlite_busy_timeout_ms=200), database)
     with Client(app=app, base_url=ORIGIN) as client:
         auth = Auth(client, authn)
         auth.login()

@@ -43,7 +43,7 @@ def create_admin_app(
     settings: Settings | None = None, database: Database | None = None
 ) -> Litestar:
     settings = settings or get_settings()
-    database = database or connect(settings.database_url)
+    database = database or connect(settings.database_url, settings.sqlite_busy_timeout_ms)
 
     async def context_getter(request: Request) -> dict:
         return {"database": request.app.state.database, "request": request}

@@ -253,10 +253,6 @@ def _sign_out(db: Session, username: str) -> TwoFactorResult:
     return _result(user, f"Ended {ended} session{plural} of {user.username}")
 
 
-def _create(db: Session, username: str, password: str, display_name: str | None) -> User:
-    return create_user(db, username, password, display_name, actor="admin")
-
-
 def _create(
     db: Session, username: str, password: str, display_name: str | None, email: str | None
 ) -> User:

@@ -138,7 +138,7 @@ class AccountController(Controller):
         fields = ceremony.read_json(body)
         account.require(twofactor.can_enable(viewer.user))
         existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
-        common = {
+        common: dict[str, Any] = {
             "binding": viewer.session.token_hash,
             "session_id": viewer.session.id,
             "purpose": "enable-2fa",

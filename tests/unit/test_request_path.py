@@ -1,0 +1,80 @@
+"""The cost shape of the request path: what an ordinary GET writes, and how many times a
+request hops to the thread pool (each hop is a context switch on two busy cores)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+
+from litestar.concurrency import set_asyncio_executor
+from sqlalchemy import event
+from sqlmodel import update
+
+from models import AuthSession, utcnow
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+@contextmanager
+def statements(database) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
+    seen: list[str] = []
+
+    def record(_conn, _cursor, sql, *_args):  # type: ignore[no-untyped-def]
+        seen.append(" ".join(sql.split()))
+
+    engines = {database.read, database.write}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+def writes(seen: list[str]) -> list[str]:
+    return [sql for sql in seen if sql.startswith(WRITES)]
+
+
+def test_an_ordinary_get_writes_nothing_but_the_touch_once_a_minute(auth, client, database):
+    auth.login()
+    with statements(database) as seen:
+        for _ in range(3):
+            assert client.get("/account").status_code == 200
+    assert seen and writes(seen) == []
+    with database.session() as db:  # last seen two minutes ago
+        db.exec(update(AuthSession).values(last_seen_at=utcnow() - timedelta(minutes=2)))
+        db.commit()
+    with statements(database) as seen:
+        for _ in range(3):
+            assert client.get("/account").status_code == 200
+    (touch,) = writes(seen)
+    assert touch.startswith("UPDATE auth_sessions SET last_seen_at")
+
+
+class CountingExecutor(Executor):
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.calls: list[str] = []
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[no-untyped-def]
+        self.calls.append(getattr(fn, "__qualname__", repr(fn)))
+        return self.pool.submit(fn, *args, **kwargs)
+
+
+def test_hooks_run_on_the_event_loop_not_in_the_thread_pool(auth, client):
+    auth.login()
+    executor = CountingExecutor()
+    set_asyncio_executor(executor)
+    try:
+        assert client.get("/healthz").status_code == 200
+        assert executor.calls == []  # middleware and hooks: no thread hop
+        assert client.get("/account").status_code == 200
+        # the session lookup (a dependency), the handler (both read the database) and the
+        # database session's clean-up (see web.db.provide_db)
+        assert len(executor.calls) == 3, executor.calls
+    finally:
+        set_asyncio_executor(None)
+        executor.pool.shutdown()
