@@ -209,6 +209,38 @@ def needs_enrollment_at_login(
     return effective(user, now) and passkey_count == 0
 
 
+class PartialFacts(Protocol):
+    state: str
+    auth_time: datetime
+    partial_reason: str
+
+
+PASSWORD_FIRST = "Enter your password to register a passkey."  # noqa: S105 (a message)
+ENROLL_ALWAYS_ASK = timedelta(minutes=5)
+"""With BARYCENTER_REAUTH_SECONDS=0 (always ask) the password just entered counts this long
+for enroll-at-login (the life of its ceremony); otherwise no one could ever enroll."""
+
+
+def can_enroll_at_login(
+    user: UserFlags, session: PartialFacts, passkey_count: int, now: datetime, seconds: int
+) -> Decision:
+    """Enroll-at-login (SPEC §4, §4.1): effective 2FA and no passkey, and the password entered
+    in this very sign-in within the recent-authentication window — a password sign-in's
+    partial session. A full session demoted by an administrator's requirement, or one whose
+    password is older, must enter the password on /login/2fa first: a stolen stale cookie
+    must not be able to register the thief's passkey."""
+    if not needs_enrollment_at_login(user, passkey_count, now):
+        return refuse(409, "This account already has a passkey. Verify with it instead.")
+    window = timedelta(seconds=seconds) if seconds > 0 else ENROLL_ALWAYS_ASK
+    if (
+        session.state == "partial"
+        and session.partial_reason == ""
+        and now - _utc(session.auth_time) <= window
+    ):
+        return ALLOWED
+    return refuse(403, PASSWORD_FIRST, REAUTH_REQUIRED)
+
+
 def recently_authenticated(session: SessionFacts, now: datetime, seconds: int) -> bool:
     """SPEC §4.1/§9: this session signed in (all factors done) or confirmed the user's
     identity at most `seconds` ago (exactly `seconds` still counts; 0 = always ask)."""

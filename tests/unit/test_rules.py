@@ -1129,6 +1129,10 @@ def test_admin_requires_2fa_without_passkey_enrolls_at_login(auth, client, authn
     set_required(admin, True)
     assert client.get("/account", follow_redirects=False).headers["location"] == "/login/2fa"
     page = client.page("/login/2fa")
+    # a demoted session enters its password first (security review of issue 9)
+    assert client.json_post("/login/2fa/enroll/start", {"name": "Phone"}).status_code == 403
+    assert client.form("/login/2fa/password", {"password": PASSWORD}).status_code == 303
+    page = client.page("/login/2fa")
     assert "Register passkey and sign in" in page.text and "Passkey name" in page.text
     assert client.json_post("/login/2fa/passkey/start", {}).status_code == 409
     options = client.json_post("/login/2fa/enroll/start", {"name": "Phone"})
@@ -1339,3 +1343,43 @@ def test_disable_is_atomic(auth, client, database, monkeypatch):
     assert reload_user(database).user_2fa_enabled
     assert unused_codes(database) == 10
     assert "2fa_disabled" not in kinds(database)
+
+
+# --------------------------------------------------------------------------------------
+# Enroll-at-login needs the password entered in this sign-in, recently (security review)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pending:
+    state: str
+    auth_time: datetime
+    partial_reason: str = ""
+
+
+@pytest.mark.parametrize(
+    ("reason", "minutes_ago", "passkeys", "seconds", "want"),
+    [
+        ("", 1, 0, 600, "allowed"),  # a password sign-in just now
+        ("", 10, 0, 600, "allowed"),  # exactly the window still counts
+        ("", 11, 0, 600, "reauth-required"),  # stale (a demoted old session)
+        ("admin-required", 1, 0, 600, "reauth-required"),  # demoted: password first
+        ("admin-required", 20, 0, 600, "reauth-required"),
+        ("", 1, 1, 600, 409),  # has a passkey: verify with it instead
+        ("", 4, 0, 0, "allowed"),  # 0 (always ask): the ceremony's 5 minutes
+        ("", 6, 0, 0, "reauth-required"),
+    ],
+)
+def test_can_enroll_at_login(reason, minutes_ago, passkeys, seconds, want):
+    now = utcnow()
+    session = Pending("partial", now - timedelta(minutes=minutes_ago), reason)
+    user = Flags(requires_2fa=True, user_2fa_enabled=False)
+    got = twofactor.can_enroll_at_login(user, session, passkeys, now, seconds)
+    if want == "allowed":
+        assert got.allowed
+    elif want == "reauth-required":
+        assert not got.allowed and got.status == 403 and got.code == twofactor.REAUTH_REQUIRED
+    else:
+        assert not got.allowed and got.status == want
+    off = Flags(requires_2fa=False, user_2fa_enabled=False)
+    assert twofactor.can_enroll_at_login(off, session, 0, now, seconds).status == 409
