@@ -48,7 +48,12 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         pool = {"pool_size": 32, "max_overflow": 32}
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5}, **pool)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 5},
+        hide_parameters=True,  # errors are logged: never with the values (hashes, tokens)
+        **pool,
+    )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -72,7 +77,9 @@ def connect(url: str) -> Database:
         return Database(
             read=_sqlite_engine(url, immediate=False), write=_sqlite_engine(url, immediate=True)
         )
-    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
     return Database(read=engine, write=engine)
 
 

@@ -134,7 +134,7 @@ def _refuse_if_locked(db: Session, viewer: sessions.Viewer) -> User:
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
     now = utcnow()
     if twofactor.is_locked(user.locked_until, now):
-        lockout.refuse_locked(user.locked_until, now)  # 429, Retry-After, until when (§9)
+        lockout.refuse_locked(user.failed_login_count, user.locked_until, now)  # 429 (§9)
     return user
 
 
@@ -147,10 +147,13 @@ def second_factor_passkey(
 ) -> str:
     """Verify with a passkey at /login/2fa: upgrade to aal2 with a new token."""
     session = viewer.session
+    checking = [False]  # only a failed verification counts (not a 429 while locked)
 
     def effect(challenge: Any) -> str:
         _refuse_if_locked(db, viewer)
+        checking[0] = True
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
+        checking[0] = False
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         fresh = sessions.reread(db, session.id)  # type: ignore[arg-type]
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
@@ -166,7 +169,9 @@ def second_factor_passkey(
         binding=session.token_hash,
         effect=effect,
         ip=client.ip,
-        on_failure=lambda _refusal: _fail_second_factor(db, viewer, client),
+        on_failure=lambda _refusal: (
+            _fail_second_factor(db, viewer, client) if checking[0] else None
+        ),
     )
 
 

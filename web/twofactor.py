@@ -254,6 +254,30 @@ def confirm_method(passkey_count: int) -> str:
     return "passkey" if passkey_count > 0 else "password"
 
 
+CONFIRM_WITH_PASSKEY = "Confirm with one of your passkeys."
+
+
+def can_confirm_with_password(passkey_count: int) -> Decision:
+    """ "Confirm it's you" with the password only when the account has no passkey."""
+    if confirm_method(passkey_count) != "password":
+        return refuse(409, CONFIRM_WITH_PASSKEY)
+    return ALLOWED
+
+
+def can_confirm_for(
+    then: str, user: UserFlags, passkey_count: int, now: datetime | None = None
+) -> Decision:
+    """What the action after "Confirm it's you" would refuse anyway is refused before any
+    password is checked (a refusal after the check would waste a lockout attempt)."""
+    if then == "recovery-codes":
+        return can_regenerate_codes(user, now)
+    if then == "two-factor":
+        return can_enable(user)
+    if then == "passkeys" and passkey_count >= MAX_PASSKEYS:
+        return refuse(409, TOO_MANY_PASSKEYS)
+    return ALLOWED
+
+
 def _then_recent(
     decision: Decision, session: SessionFacts, now: datetime, seconds: int
 ) -> Decision:
@@ -352,15 +376,49 @@ def reminder_due(user: ReminderFacts, now: datetime | None = None) -> bool:
     )
 
 
+BUSY = timedelta(minutes=1)
+"""When the 5th attempt of a window is reserved, the account answers 429 for at most this
+long while those attempts are checked; a reservation that leaked (a crash during the check)
+is forgotten after it, so "5 in flight" never becomes a permanent lock (SPEC §7)."""
+
+
 def is_locked(locked_until: datetime | None, now: datetime) -> bool:
-    return locked_until is not None and locked_until > now
+    """A hold is in force: a 15-minute lock, or the short busy window of 5 attempts in flight."""
+    return locked_until is not None and _utc(locked_until) > now
+
+
+def lock_in_force(failed_count: int, locked_until: datetime | None, now: datetime) -> bool:
+    """The 15-minute lock (its counter was reset when it was set), not the busy window (which
+    is set when the counter reaches 5)."""
+    return is_locked(locked_until, now) and failed_count < MAX_FAILED_ATTEMPTS
 
 
 def may_check_password(failed_count: int, locked_until: datetime | None, now: datetime) -> bool:
-    """SPEC §5.1/§9: a password (or second factor) is checked only while the account is not
-    locked and fewer than 5 attempts of this window are counted (each attempt is counted,
-    atomically, BEFORE the check: so at most 5 are ever checked at once)."""
-    return not is_locked(locked_until, now) and failed_count < MAX_FAILED_ATTEMPTS
+    """SPEC §5.1/§9: a password (or second factor) is checked only while no hold is in force
+    and fewer than 5 attempts of this window are counted (each attempt is counted, under the
+    user's row lock, BEFORE the check: so at most 5 are ever checked at once). An ended hold
+    is forgotten."""
+    if is_locked(locked_until, now):
+        return False
+    return locked_until is not None or failed_count < MAX_FAILED_ATTEMPTS
+
+
+def reserve_attempt(
+    failed_count: int, locked_until: datetime | None, now: datetime
+) -> tuple[int, datetime | None] | None:
+    """Counting one more attempt: the new (counter, hold), or None when it is refused. The
+    5th reservation opens the busy window (BUSY); an ended hold starts the count afresh."""
+    if not may_check_password(failed_count, locked_until, now):
+        return None
+    count = (0 if locked_until is not None else failed_count) + 1
+    return count, (now + BUSY if count >= MAX_FAILED_ATTEMPTS else None)
+
+
+def hold_message(failed_count: int, locked_until: datetime | None, now: datetime) -> str:
+    """What a 429 says: until when for a lock, "in a minute" while 5 attempts are checked."""
+    if lock_in_force(failed_count, locked_until, now):
+        return lock_message(locked_until)
+    return lock_message(None)
 
 
 def lock_message(locked_until: datetime | None) -> str:

@@ -1383,3 +1383,42 @@ def test_can_enroll_at_login(reason, minutes_ago, passkeys, seconds, want):
         assert not got.allowed and got.status == want
     off = Flags(requires_2fa=False, user_2fa_enabled=False)
     assert twofactor.can_enroll_at_login(off, session, 0, now, seconds).status == 409
+
+
+# --------------------------------------------------------------------------------------
+# Reserving a password attempt: at most 5 in flight, and never a permanent hold
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "held_for", "want"),
+    [
+        (0, None, (1, None)),
+        (3, None, (4, None)),
+        (4, None, (5, "busy")),  # the 5th opens the busy window
+        (5, 30, None),  # 5 in flight: refused for now
+        (5, -1, (1, None)),  # the busy window ended: leaked reservations are forgotten
+        (0, 600, None),  # locked
+        (0, -1, (1, None)),  # an ended lock is forgotten
+    ],
+)
+def test_reserving_a_password_attempt(count, held_for, want):
+    now = utcnow()
+    until = None if held_for is None else now + timedelta(seconds=held_for)
+    got = twofactor.reserve_attempt(count, until, now)
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None and got[0] == want[0]
+        assert (got[1] == now + twofactor.BUSY) if want[1] == "busy" else got[1] is None
+    assert twofactor.may_check_password(count, until, now) is (want is not None)
+
+
+def test_a_lock_and_the_busy_window_say_different_things():
+    now = utcnow()
+    lock = now + timedelta(minutes=15)
+    assert twofactor.lock_in_force(0, lock, now)
+    assert "locked for 15 minutes" in twofactor.hold_message(0, lock, now)
+    busy = now + twofactor.BUSY
+    assert not twofactor.lock_in_force(5, busy, now)
+    assert "in a minute" in twofactor.hold_message(5, busy, now)

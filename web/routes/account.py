@@ -425,6 +425,9 @@ class AccountController(Controller):
         """The password confirmation (no passkey on the account); works without JavaScript.
         Regeneration goes on at once; adding a passkey is offered again."""
         then = account.confirm_target(field(data, "then"))
+        # what the action refuses anyway is refused before a password is checked
+        count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        account.require(twofactor.can_confirm_for(then, viewer.user, count))
         try:
             token = account.confirm_with_password(
                 db, client(request), viewer, field(data, "password")
