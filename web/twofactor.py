@@ -255,6 +255,29 @@ def confirm_method(passkey_count: int) -> str:
 
 
 CONFIRM_WITH_PASSKEY = "Confirm with one of your passkeys."
+CONFIRM_WITH_PASSWORD = "You have no passkey. Confirm with your password."  # noqa: S105
+NO_PASSKEY_TO_ENABLE_WITH = "You have no passkey yet. Register one instead."
+NO_PASSKEY_FOR_SECOND_FACTOR = "This account has no passkey yet. Register one first."
+
+
+def can_confirm_with_passkey(passkey_count: int) -> Decision:
+    """ "Confirm it's you" with a passkey only when the account has one."""
+    if confirm_method(passkey_count) != "passkey":
+        return refuse(409, CONFIRM_WITH_PASSWORD)
+    return ALLOWED
+
+
+def can_enable_with_existing_passkey(user: UserFlags, passkey_count: int) -> Decision:
+    """Enabling 2FA with an existing passkey: allowed to enable, and there is one."""
+    decision = can_enable(user)
+    if decision.allowed and passkey_count == 0:
+        return refuse(409, NO_PASSKEY_TO_ENABLE_WITH)
+    return decision
+
+
+def can_verify_second_factor(passkey_count: int) -> Decision:
+    """ "Verify with a passkey" at /login/2fa needs a passkey (else: enroll-at-login)."""
+    return ALLOWED if passkey_count > 0 else refuse(409, NO_PASSKEY_FOR_SECOND_FACTOR)
 
 
 def can_confirm_with_password(passkey_count: int) -> Decision:
@@ -362,6 +385,13 @@ def new_requirement_start(
 def reminder_wanted(start: datetime | None, now: datetime | None = None) -> bool:
     """A day-before reminder is worth sending only when the grace is longer than a day."""
     return start is not None and _utc(start) - _now(now) > REMIND_BEFORE
+
+
+def reminder_window(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The requirement dates whose reminder may be due now (a pre-selection for the job's
+    query; reminder_due decides for each user): after now, at most REMIND_BEFORE ahead."""
+    now = _now(now)
+    return now, now + REMIND_BEFORE
 
 
 def reminder_due(user: ReminderFacts, now: datetime | None = None) -> bool:

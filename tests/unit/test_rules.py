@@ -1422,3 +1422,45 @@ def test_a_lock_and_the_busy_window_say_different_things():
     busy = now + twofactor.BUSY
     assert not twofactor.lock_in_force(5, busy, now)
     assert "in a minute" in twofactor.hold_message(5, busy, now)
+
+
+# --------------------------------------------------------------------------------------
+# Refusals that handlers used to write themselves, now Decisions of the rules module
+# --------------------------------------------------------------------------------------
+
+OFF = Flags(requires_2fa=False, user_2fa_enabled=False)
+ON = Flags(requires_2fa=False, user_2fa_enabled=True)
+
+
+@pytest.mark.parametrize(
+    ("rule", "passkeys", "status"),
+    [
+        (lambda n: twofactor.can_confirm_with_password(n), 0, 200),
+        (lambda n: twofactor.can_confirm_with_password(n), 1, 409),
+        (lambda n: twofactor.can_confirm_with_passkey(n), 1, 200),
+        (lambda n: twofactor.can_confirm_with_passkey(n), 0, 409),
+        (lambda n: twofactor.can_enable_with_existing_passkey(OFF, n), 1, 200),
+        (lambda n: twofactor.can_enable_with_existing_passkey(OFF, n), 0, 409),
+        (lambda n: twofactor.can_enable_with_existing_passkey(ON, n), 1, 409),
+        (lambda n: twofactor.can_verify_second_factor(n), 1, 200),
+        (lambda n: twofactor.can_verify_second_factor(n), 0, 409),
+        (lambda n: twofactor.can_confirm_for("recovery-codes", OFF, n), 0, 409),
+        (lambda n: twofactor.can_confirm_for("recovery-codes", ON, n), 0, 200),
+        (lambda n: twofactor.can_confirm_for("two-factor", ON, n), 0, 409),
+        (lambda n: twofactor.can_confirm_for("two-factor", OFF, n), 0, 200),
+        (lambda n: twofactor.can_confirm_for("passkeys", OFF, n), 31, 200),
+        (lambda n: twofactor.can_confirm_for("passkeys", OFF, n), 32, 409),
+    ],
+)
+def test_refusals_are_decisions(rule, passkeys, status):
+    decision = rule(passkeys)
+    assert decision.allowed is (status == 200)
+    assert decision.status == status
+    if not decision.allowed:
+        assert decision.message
+
+
+def test_the_reminder_window_comes_from_the_rules():
+    now = utcnow()
+    after, until = twofactor.reminder_window(now)
+    assert (after, until) == (now, now + twofactor.REMIND_BEFORE)

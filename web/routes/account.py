@@ -143,8 +143,7 @@ class AccountController(Controller):
             "purpose": "enable-2fa",
         }
         if fields.get("mode") == "existing":
-            if not existing:
-                raise Refused(409, "You have no passkey yet. Register one instead.")
+            account.require(twofactor.can_enable_with_existing_passkey(viewer.user, len(existing)))
             options = passkeys.start_authentication(
                 db, settings_of(request), user=viewer.user, allow=existing, **common
             )
@@ -460,8 +459,7 @@ class AccountController(Controller):
         rate_limit(request, "ceremony")
         then = account.confirm_target(ceremony.read_json(body).get("then"))
         existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
-        if not existing:
-            raise Refused(409, "You have no passkey. Confirm with your password.")
+        account.require(twofactor.can_confirm_with_passkey(len(existing)))
         options = passkeys.start_authentication(
             db,
             settings_of(request),

@@ -263,8 +263,9 @@ class SecondFactorController(Controller):
     def passkey_start(self, request: Request, db: DB, viewer: Current) -> Response:
         rate_limit(request, "ceremony")
         allow = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
-        if not allow:
-            raise Refused(409, "This account has no passkey yet. Register one first.")
+        decision = twofactor.can_verify_second_factor(len(allow))
+        if not decision.allowed:
+            raise Refused(decision.status, decision.message)
         options = passkeys.start_authentication(
             db,
             settings_of(request),
