@@ -265,6 +265,9 @@ def confirm_password_at_login(
     not just entered (demoted by an administrator's requirement, or older than the window).
     Counted by the lockout; success makes it a password sign-in's partial session again
     (auth_time now, no demotion reason) with a new token. Commits."""
+    count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+    if not twofactor.needs_enrollment_at_login(viewer.user, count):  # refused before a check
+        raise Refused(409, "This account already has a passkey. Verify with it instead.")
     if not isinstance(password, str) or not password:
         raise Refused(422, "Enter your password.")
     if len(password) > MAX_PASSWORD_LENGTH:

@@ -454,3 +454,14 @@ def test_sql_errors_are_logged_without_their_parameters(database):
     with database.session() as db, pytest.raises(SQLAlchemyError) as caught:
         db.exec(text("INSERT INTO no_such_table (x) VALUES (:x)").bindparams(x=secret))  # type: ignore[call-overload]
     assert secret not in str(caught.value)
+
+
+def test_the_login_password_step_is_only_for_enroll_at_login(auth, client, database):
+    two_factor_on(auth)
+    auth.logout()
+    client.page("/login")
+    client.form("/login", {"username": "alice", "password": PASSWORD})
+    client.page("/login/2fa")
+    answer = client.form("/login/2fa/password", {"password": "wrong password here"})
+    assert answer.status_code == 409
+    assert reload_user(database).failed_login_count == 0  # no password was checked
