@@ -118,6 +118,10 @@ def test_grace_changed_to_zero_sends_a_live_session_to_enroll_at_login(page, ser
     # A session demoted by the requirement enters its password before registering a passkey
     # (a stolen cookie must not be enough: security review of issue 9).
     expect(page.get_by_role("button", name="Register passkey and sign in")).to_have_count(0)
+    check_accessibility(page, "/login/2fa, password before enroll-at-login")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_role("alert").filter(has_text="That password is not right")).to_be_visible()
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Confirm").click()
     page.get_by_role("button", name="Register passkey and sign in").click()
