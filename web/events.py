@@ -9,7 +9,7 @@ from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from models import SecurityEvent, utcnow
-from web.twofactor import date_words
+from web.twofactor import LOCKOUT_MINUTES, date_words
 
 RECENT = 20
 
@@ -66,7 +66,7 @@ def describe(event: SecurityEvent) -> str:
         "sign_in": _sign_in_words(d.get("method", "")),
         "sign_in_failed": "Failed sign-in attempt",
         "second_factor_failed": "Failed two-factor attempt",
-        "locked": "Account locked for 15 minutes after repeated failures",
+        "locked": f"Account locked for {LOCKOUT_MINUTES} minutes after repeated failures",
         "sessions_revoked": "Signed out of other sessions",
         "user_created": "Account created",
         "reauth": _reauth_words(d.get("method", "")),

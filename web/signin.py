@@ -24,8 +24,8 @@ from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, veri
 from web.settings import Settings
 from web.users import lock_user
 
-LOCKED = "Too many failed attempts. This account is locked for 15 minutes."
-TOO_MANY_SECOND_FACTOR = "Too many failed attempts. Please sign in again in 15 minutes."
+LOCKED = twofactor.LOCKED
+TOO_MANY_SECOND_FACTOR = twofactor.TOO_MANY_SECOND_FACTOR
 WRONG_CODE = "That recovery code is not valid or was already used."
 WRONG_PASSWORD = "That password is not right. Try again."  # noqa: S105 (a message)
 

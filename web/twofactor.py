@@ -13,7 +13,13 @@ from typing import Protocol
 MAX_FAILED_ATTEMPTS = 5
 MAX_PASSKEYS = 32
 """At most this many passkeys per user (SPEC §7)."""
-LOCKOUT = timedelta(minutes=15)
+LOCKOUT_MINUTES = 15
+LOCKOUT = timedelta(minutes=LOCKOUT_MINUTES)
+"""The 5th failure in a row locks the account this long (SPEC §5.1): the one place for 5/15."""
+LOCKED = f"Too many failed attempts. This account is locked for {LOCKOUT_MINUTES} minutes."
+TOO_MANY_SECOND_FACTOR = (
+    f"Too many failed attempts. Please sign in again in {LOCKOUT_MINUTES} minutes."
+)
 
 ADMIN_REQUIRES = "Your administrator requires two-factor authentication"
 NO_CODES = "Recovery codes are only used while two-factor authentication is on."
@@ -455,14 +461,11 @@ def lock_message(locked_until: datetime | None) -> str:
     """The lock message says until when ("Try again after 22:19 UTC")."""
     if locked_until is None:
         return "Too many attempts at once. Try again in a minute."
-    return (
-        "Too many failed attempts. This account is locked for 15 minutes. "
-        f"Try again after {locked_until:%H:%M} UTC."
-    )
+    return f"{LOCKED} Try again after {locked_until:%H:%M} UTC."
 
 
 def lock_after_failure(failed_count: int, now: datetime) -> datetime | None:
-    """The 5th failure in a row locks the account for 15 minutes."""
+    """The 5th failure in a row locks the account (LOCKOUT)."""
     return now + LOCKOUT if failed_count >= MAX_FAILED_ATTEMPTS else None
 
 
