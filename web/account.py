@@ -54,8 +54,7 @@ def confirm_with_password(
     """ "Confirm it's you" with the password (accounts without a passkey). Counts toward the
     lockout like a sign-in; success: recent authentication and a new token. The caller
     commits (an action may go on in the same transaction)."""
-    if passkey_count(db, viewer.user.id) > 0:  # type: ignore[arg-type]
-        raise Refused(409, "Confirm with one of your passkeys.")
+    require(twofactor.can_confirm_with_password(passkey_count(db, viewer.user.id)))  # type: ignore[arg-type]
     if not isinstance(password, str) or not password:
         raise Refused(422, "Enter your password.")
     if len(password) > MAX_PASSWORD_LENGTH:
@@ -195,8 +194,15 @@ def add_passkey(
 ) -> Passkey:
     def effect(challenge: Any) -> Passkey:
         user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-        if passkey_count(db, user.id) >= twofactor.MAX_PASSKEYS:  # type: ignore[arg-type]
-            raise Refused(409, twofactor.TOO_MANY_PASSKEYS)
+        session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+        # asked again at the finish: the limit, and the window may have passed since the start
+        decision = twofactor.can_add_passkey(
+            session,
+            passkey_count(db, user.id),  # type: ignore[arg-type]
+            utcnow(),
+            settings.reauth_seconds,
+        )
+        require(decision, then="passkeys")
         return register_passkey(db, settings, client, user, challenge, credential, name)
 
     return _finish(db, client, viewer, credential, "register", effect)
@@ -215,7 +221,18 @@ def enable_2fa(
     def effect(challenge: Any) -> Enabled:
         user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
         require(twofactor.can_enable(user))
-        if challenge.data.get("mode") == "new":
+        new = challenge.data.get("mode") == "new"
+        if new:
+            session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+            # asked again at the finish: the window may have passed since the start
+            decision = twofactor.can_enable_with_new_passkey(
+                user,
+                session,
+                passkey_count(db, user.id),  # type: ignore[arg-type]
+                utcnow(),
+                settings.reauth_seconds,
+            )
+            require(decision, then="two-factor")
             name = challenge.data["name"]
             passkey = register_passkey(db, settings, client, user, challenge, credential, name)
         else:
@@ -226,7 +243,14 @@ def enable_2fa(
         codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
         events.record(db, user.id, "2fa_enabled", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
         sessions.end_other_sessions(db, user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
-        token = _mark_step_up(db, viewer, settings, passkey)
+        if new:
+            # registering a new credential never counts as recent authentication (SPEC §9):
+            # a new token, and the session keeps meeting the rules, nothing more
+            session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+            token = sessions.enrolled(db, session)
+            viewer.session = session
+        else:
+            token = _mark_step_up(db, viewer, settings, passkey)
         viewer.user = user
         return Enabled(token=token, codes=codes)
 

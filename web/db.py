@@ -58,6 +58,7 @@ def _sqlite_engine(url: str, *, immediate: bool, busy_timeout_ms: int = BUSY_TIM
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        hide_parameters=True,  # errors are logged: never with the values (hashes, tokens)
         **pool,
     )
 
@@ -86,7 +87,9 @@ def connect(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:
             read=_sqlite_engine(url, immediate=False, busy_timeout_ms=busy_timeout_ms),
             write=_sqlite_engine(url, immediate=True, busy_timeout_ms=busy_timeout_ms),
         )
-    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
     return Database(read=engine, write=engine)
 
 

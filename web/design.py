@@ -128,6 +128,7 @@ def login(**state: Any) -> dict[str, Any]:
 def second_factor(**state: Any) -> dict[str, Any]:
     return {
         "enroll": False,
+        "enroll_password_first": False,
         "default_passkey_name": "Chrome on Mac OS X",
         "error": "",
         "return_to": "/account",
@@ -147,6 +148,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "login-2fa": ("pages/login_2fa.html", second_factor()),
     "login-2fa-wrong-code": ("pages/login_2fa.html", second_factor(error="That recovery code is not valid or was already used.")),
     "login-2fa-enroll": ("pages/login_2fa.html", second_factor(enroll=True)),
+    "login-2fa-enroll-password-first": ("pages/login_2fa.html", second_factor(enroll=True, enroll_password_first=True)),
     "enrolled": ("pages/enrolled.html", {"codes": CODES, "codes_title": "Save your recovery codes", "continue_to": "/account"}),
     "error": ("pages/error.html", {"status": 404, "message": "That passkey was not found."}),
     "account-2fa-off": ("pages/account.html", account()),

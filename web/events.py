@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from models import SecurityEvent, utcnow
 from web import notifications
-from web.twofactor import date_words
+from web.twofactor import LOCKOUT_MINUTES, date_words
 
 RECENT = 20
 
@@ -73,7 +73,7 @@ def describe(event: SecurityEvent) -> str:
         "sign_in": _sign_in_words(d.get("method", "")),
         "sign_in_failed": "Failed sign-in attempt",
         "second_factor_failed": "Failed two-factor attempt",
-        "locked": "Account locked for 15 minutes after repeated failures",
+        "locked": f"Account locked for {LOCKOUT_MINUTES} minutes after repeated failures",
         "sessions_revoked": "Signed out of other sessions",
         "user_created": "Account created",
         "password_changed": "Password changed" + (" by an administrator" if by_admin else ""),

@@ -4,9 +4,9 @@ many arrive at once; every attempt while locked is a 429 with Retry-After."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from sqlalchemy import or_
 from sqlmodel import Session, col, select, update
 
 from models import User, utcnow
@@ -17,38 +17,58 @@ from web.passwords import verify_password
 from web.users import lock_user
 
 BAD_CREDENTIALS = "Incorrect username or password."
+log = logging.getLogger("barycenter")
 
 
 def reserve_attempt(db: Session, user_id: int) -> int:
-    """Count this password attempt BEFORE the argon2 work, in one conditional UPDATE …
-    RETURNING, and commit: however many arrive at once, at most 5 per lockout window get
-    past here (SPEC §5.1, §9). A locked account, or 5 attempts already in flight, is a 429
-    with Retry-After and the lock message, a correct password included."""
+    """Count this password attempt BEFORE the argon2 work, under the user's row lock
+    (PostgreSQL FOR UPDATE; SQLite's BEGIN IMMEDIATE), and commit: however many arrive at
+    once, at most 5 per window get past here (SPEC §5.1, §9; twofactor.reserve_attempt). A
+    locked account, or 5 attempts in flight, is a 429 with Retry-After and the lock message,
+    a correct password included."""
     now = utcnow()
-    reserved = db.exec(
-        update(User)
-        .where(
-            col(User.id) == user_id,
-            col(User.failed_login_count) < twofactor.MAX_FAILED_ATTEMPTS,
-            or_(col(User.locked_until).is_(None), col(User.locked_until) <= now),
-        )
-        .values(failed_login_count=User.failed_login_count + 1)
-        .returning(User.failed_login_count)
-    ).first()
+    user = lock_user(db, user_id)
+    reserved = twofactor.reserve_attempt(user.failed_login_count, user.locked_until, now)
     if reserved is None:
-        locked_until = db.exec(select(User.locked_until).where(col(User.id) == user_id)).first()
+        count, locked_until = user.failed_login_count, user.locked_until
         db.rollback()
-        refuse_locked(locked_until, now)
+        refuse_locked(count, locked_until, now)
+    count, hold = reserved  # type: ignore[misc]
+    db.exec(
+        update(User)
+        .where(col(User.id) == user_id)
+        .values(failed_login_count=count, locked_until=hold)
+    )
     db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
-    return int(reserved[0])  # type: ignore[index]
+    return count
 
 
-def refuse_locked(locked_until: Any, now: Any) -> None:
-    """429, Retry-After and the lock message saying until when."""
-    if not twofactor.is_locked(locked_until, now):
-        locked_until = None  # 5 attempts still being checked: a short wait
-    wait = int((locked_until - now).total_seconds()) + 1 if locked_until else 10
-    raise Refused(429, twofactor.lock_message(locked_until), headers={"Retry-After": str(wait)})
+def refuse_locked(failed_count: int, locked_until: Any, now: Any) -> None:
+    """429, Retry-After and the lock message saying until when (or "in a minute" while 5
+    attempts are being checked)."""
+    if twofactor.lock_in_force(failed_count, locked_until, now):
+        wait = int((locked_until - now).total_seconds()) + 1
+    else:
+        wait = 10
+    message = twofactor.hold_message(failed_count, locked_until, now)
+    raise Refused(429, message, headers={"Retry-After": str(wait)})
+
+
+def give_back(db: Session, user_id: int) -> None:
+    """An attempt that ended without a verdict (an error while checking it): its reservation
+    is given back in a transaction of its own. Should even that fail, the busy window
+    (twofactor.BUSY) bounds what is left."""
+    try:
+        db.rollback()
+        db.exec(
+            update(User)
+            .where(col(User.id) == user_id, col(User.failed_login_count) > 0)
+            .values(failed_login_count=User.failed_login_count - 1)
+        )
+        db.commit()
+    except Exception:  # the original error matters more; the window ends the hold anyway
+        db.rollback()
+        log.warning("could not give back a lockout reservation of user %s", user_id)
 
 
 def count_failure(db: Session, user_id: int, count: int, client: ClientInfo, kind: str) -> bool:
@@ -71,14 +91,17 @@ def count_failure(db: Session, user_id: int, count: int, client: ClientInfo, kin
 def release_attempt(db: Session, user: User, *, completed: bool) -> None:
     """The reserved attempt succeeded: a completed sign-in resets the counter; otherwise the
     reservation is given back (a pending second factor keeps counting its failures). A lock
-    set meanwhile by a concurrent failure still wins: 429. The caller commits."""
+    set meanwhile by a concurrent failure still wins: 429. Committed at once, in the
+    transaction of the check (so nothing that fails later can leak the reservation)."""
     now = utcnow()
-    if twofactor.is_locked(user.locked_until, now):
+    if twofactor.lock_in_force(user.failed_login_count, user.locked_until, now):
+        count, locked_until = user.failed_login_count, user.locked_until
         db.rollback()
-        refuse_locked(user.locked_until, now)
+        refuse_locked(count, locked_until, now)
     user.failed_login_count = 0 if completed else max(0, user.failed_login_count - 1)
-    user.locked_until = None  # an ended lock is forgotten
+    user.locked_until = None  # an ended lock, or the busy window, is forgotten
     db.add(user)
+    db.commit()
 
 
 def check_password(
@@ -86,12 +109,21 @@ def check_password(
 ) -> User:
     """One password attempt counted against the lockout (sign-in, "Confirm it's you", current
     password): reserve, verify (bounded pool), then the user row locked for this
-    transaction. A wrong password commits its failure and raises 401."""
+    transaction. A wrong password commits its failure and raises 401; any other error gives
+    the reservation back. The caller calls release_attempt next."""
     count = reserve_attempt(db, user_id)
-    stored = db.exec(select(User.password_hash).where(col(User.id) == user_id)).first()
-    db.commit()
-    if not verify_password(stored, password):
-        count_failure(db, user_id, count, client, fail_kind)
+    try:
+        stored = db.exec(select(User.password_hash).where(col(User.id) == user_id)).first()
         db.commit()
+        correct = verify_password(stored, password)
+        if not correct:
+            count_failure(db, user_id, count, client, fail_kind)
+            db.commit()
+        else:
+            user = lock_user(db, user_id)
+    except BaseException:
+        give_back(db, user_id)
+        raise
+    if not correct:
         raise Refused(401, BAD_CREDENTIALS)
-    return lock_user(db, user_id)
+    return user

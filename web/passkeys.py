@@ -68,6 +68,7 @@ KEY_SHAPES = {  # what a public key of each offered algorithm must be (type, cur
 MALFORMED = "The passkey response was malformed. Please try again."
 FAILED = "The passkey could not be verified. Please try again."
 EXPIRED = "This passkey request expired or was already used. Please try again."
+NO_PASSKEY = "This account has no passkey to verify with."
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,12 @@ def start_authentication(
     require_uv: bool = False,
     data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Request options; `allow` limits the ceremony to those passkeys (empty: discoverable)."""
+    """Request options; `allow` limits the ceremony to those passkeys. Without a `user` (a
+    passkey sign-in) the ceremony is discoverable; with one it is limited to the explicit
+    list, and a user without a passkey gets a 409 (never "any passkey of the user")."""
     allow = allow or []
+    if user is not None and not allow:
+        raise Refused(409, NO_PASSKEY)
     options = generate_authentication_options(
         rp_id=settings.rp_id,
         challenge=secrets.token_bytes(32),
@@ -341,10 +346,9 @@ def verify_authentication(
     passkey's counters are updated in the session (the caller commits)."""
     _check_client_context(client_data(credential))
     raw_id = _raw_id(credential)
-    if (
-        challenge.allow_credentials
-        and bytes_to_base64url(raw_id) not in challenge.allow_credentials
-    ):
+    # a ceremony of a known user is limited to its stored list, even an empty one
+    limited = challenge.user_id is not None or bool(challenge.allow_credentials)
+    if limited and bytes_to_base64url(raw_id) not in (challenge.allow_credentials or []):
         raise Refused(400, "That passkey can't be used here.")
     passkey = passkey_by_credential_id(db, raw_id)
     if passkey is None:

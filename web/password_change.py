@@ -84,15 +84,17 @@ def change_password(
             raise
         found = db.get(User, user_id, populate_existing=True)
         locked_until = found.locked_until if found else None
+        count = found.failed_login_count if found else 0
         db.rollback()
         now = utcnow()
-        if twofactor.is_locked(locked_until, now):  # this failure locked the account
-            lockout.refuse_locked(locked_until, now)
+        if twofactor.lock_in_force(count, locked_until, now):  # this failure locked the account
+            lockout.refuse_locked(count, locked_until, now)
         raise PasswordRefused("current", WRONG_CURRENT) from None
-    if user.password_hash != old_hash:
+    lockout.release_attempt(db, user, completed=False)  # commits (the row lock ends)
+    user = lock_user(db, user_id)  # type: ignore[arg-type]
+    if user.password_hash != old_hash:  # another change won the race meanwhile
         db.rollback()
         raise Refused(409, CHANGED_MEANWHILE)
-    lockout.release_attempt(db, user, completed=False)
     now = utcnow()
     user.password_hash = new_hash
     user.password_changed_at = now

@@ -25,6 +25,7 @@ log = logging.getLogger("barycenter")
 def send_due_reminders(database: Database, now: datetime | None = None) -> int:
     """Queue every reminder that is due now; returns how many were queued."""
     now = now or utcnow()
+    after, until = twofactor.reminder_window(now)
     with database.session(write=False) as reader:
         # a cheap pre-selection; the rule itself decides below, for each user
         candidates = list(
@@ -32,8 +33,8 @@ def send_due_reminders(database: Database, now: datetime | None = None) -> int:
                 select(User.id).where(
                     col(User.requires_2fa).is_(True),
                     col(User.requires_2fa_from).is_not(None),
-                    col(User.requires_2fa_from) > now,
-                    col(User.requires_2fa_from) <= now + twofactor.REMIND_BEFORE,
+                    col(User.requires_2fa_from) > after,
+                    col(User.requires_2fa_from) <= until,
                     col(User.requirement_reminded_at).is_(None),
                     col(User.user_2fa_enabled).is_(False),
                 )

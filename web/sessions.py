@@ -142,6 +142,32 @@ def confirm_identity(
     return token
 
 
+def enrolled(db: Session, session: AuthSession) -> str:
+    """2FA turned on in this session with a NEW passkey: a new token, and the session keeps
+    meeting the rules (mfa_verified), but registering a credential is no authentication, so
+    reauth_at, amr and the confirmed passkeys stay as they were (SPEC §9). The caller commits."""
+    token = new_token()
+    session.token_hash = digest(token)
+    session.mfa_verified = True
+    session.last_seen_at = utcnow()
+    db.add(session)
+    return token
+
+
+def password_reentered(db: Session, session: AuthSession) -> str:
+    """The password entered again on /login/2fa (before enroll-at-login): the partial session
+    is now a password sign-in's own (auth_time now, no demotion reason), with a new token.
+    The caller commits."""
+    now = utcnow()
+    token = new_token()
+    session.token_hash = digest(token)
+    session.auth_time = now
+    session.last_seen_at = now
+    session.partial_reason = ""
+    db.add(session)
+    return token
+
+
 def is_expired(session: AuthSession, settings: Settings) -> bool:
     now = utcnow()
     if now >= session.expires_at:

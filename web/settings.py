@@ -70,6 +70,8 @@ def parse_origin(entry: str, name: str = "BARYCENTER_RELATED_ORIGINS") -> str:
     ):
         raise ConfigError(problem)
     scheme = parts.scheme.lower()
+    if port == 0:
+        raise ConfigError(f"{name}: {entry!r} has port 0, which no browser can use")
     if scheme == "http" and host != "localhost":
         raise ConfigError(f"{name}: {entry!r} must use https (http only for localhost)")
     if port is None or port == DEFAULT_PORTS[scheme]:
@@ -170,6 +172,8 @@ class Settings:
                 f"(it has {len(self.admin_token)}). Generate one with: "
                 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
             )
+        if self.origin:  # checked and normalised like related origins (lower case, no :443)
+            object.__setattr__(self, "origin", parse_origin(self.origin, "BARYCENTER_ORIGIN"))
         if self.reauth_seconds < 0:
             raise ValueError("BARYCENTER_REAUTH_SECONDS must be 0 (always ask) or more")
 
@@ -236,7 +240,7 @@ class Settings:
             "port": int(env.get("BARYCENTER_PORT", "8000")),
             "rp_id": env.get("BARYCENTER_RP_ID") or "localhost",
             "rp_name": env.get("BARYCENTER_RP_NAME") or "Barycenter",
-            "origin": env.get("BARYCENTER_ORIGIN", "").rstrip("/"),
+            "origin": env.get("BARYCENTER_ORIGIN", "").strip(),
             "admin_token": env.get("BARYCENTER_ADMIN_TOKEN") or None,
             "cookie_secure": _bool(cookie_secure, None, "BARYCENTER_COOKIE_SECURE"),
             "session_ttl": _int(env, "BARYCENTER_SESSION_TTL", 3600),

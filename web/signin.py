@@ -24,9 +24,10 @@ from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, veri
 from web.settings import Settings
 from web.users import lock_user
 
-LOCKED = "Too many failed attempts. This account is locked for 15 minutes."
-TOO_MANY_SECOND_FACTOR = "Too many failed attempts. Please sign in again in 15 minutes."
+LOCKED = twofactor.LOCKED
+TOO_MANY_SECOND_FACTOR = twofactor.TOO_MANY_SECOND_FACTOR
 WRONG_CODE = "That recovery code is not valid or was already used."
+WRONG_PASSWORD = "That password is not right. Try again."  # noqa: S105 (a message)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _refuse_if_locked(db: Session, viewer: sessions.Viewer) -> User:
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
     now = utcnow()
     if twofactor.is_locked(user.locked_until, now):
-        lockout.refuse_locked(user.locked_until, now)  # 429, Retry-After, until when (§9)
+        lockout.refuse_locked(user.failed_login_count, user.locked_until, now)  # 429 (§9)
     return user
 
 
@@ -146,10 +147,13 @@ def second_factor_passkey(
 ) -> str:
     """Verify with a passkey at /login/2fa: upgrade to aal2 with a new token."""
     session = viewer.session
+    checking = [False]  # only a failed verification counts (not a 429 while locked)
 
     def effect(challenge: Any) -> str:
         _refuse_if_locked(db, viewer)
+        checking[0] = True
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
+        checking[0] = False
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         fresh = sessions.reread(db, session.id)  # type: ignore[arg-type]
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
@@ -165,7 +169,9 @@ def second_factor_passkey(
         binding=session.token_hash,
         effect=effect,
         ip=client.ip,
-        on_failure=lambda _refusal: _fail_second_factor(db, viewer, client),
+        on_failure=lambda _refusal: (
+            _fail_second_factor(db, viewer, client) if checking[0] else None
+        ),
     )
 
 
@@ -214,14 +220,14 @@ def enroll_at_login(
     """2FA required, no passkey yet: register one, issue codes, upgrade the session."""
 
     def effect(challenge: Any) -> tuple[str, list[str]]:
-        user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-        if not twofactor.needs_enrollment_at_login(user, passkey_count(db, user.id)):  # type: ignore[arg-type]
-            raise Refused(409, "This account already has a passkey. Verify with it instead.")
+        user = _refuse_if_locked(db, viewer)
+        fresh = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+        # checked again at the finish: the window may have passed since the start
+        check_enroll_at_login(db, settings, user, fresh)
         passkey = register_passkey(db, settings, client, user, challenge, credential, name)
         codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
         user.failed_login_count = 0
         db.add(user)
-        fresh = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
         # SPEC §4.2: enroll-at-login ends the user's other sessions, with its own event
@@ -245,3 +251,52 @@ def enroll_at_login(
         effect=effect,
         ip=client.ip,
     )
+
+
+def check_enroll_at_login(db: Session, settings: Settings, user: User, session: Any) -> None:
+    """Refuse enroll-at-login unless the rules allow it now (twofactor.can_enroll_at_login):
+    a 409 when it isn't needed, `reauth-required` when the password must be entered first."""
+    decision = twofactor.can_enroll_at_login(
+        user,
+        session,
+        passkey_count(db, user.id),  # type: ignore[arg-type]
+        utcnow(),
+        settings.reauth_seconds,
+    )
+    if not decision.allowed:
+        raise Refused(decision.status, decision.message, code=decision.code)
+
+
+def refuse_if_locked(db: Session, viewer: sessions.Viewer) -> User:
+    """The user, locked for this transaction; 429 with Retry-After while the account is locked."""
+    return _refuse_if_locked(db, viewer)
+
+
+def confirm_password_at_login(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, password: Any
+) -> str:
+    """The password on /login/2fa before enroll-at-login, for a session whose password was
+    not just entered (demoted by an administrator's requirement, or older than the window).
+    Counted by the lockout; success makes it a password sign-in's partial session again
+    (auth_time now, no demotion reason) with a new token. Commits."""
+    count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+    if not twofactor.needs_enrollment_at_login(viewer.user, count):  # refused before a check
+        raise Refused(409, "This account already has a passkey. Verify with it instead.")
+    if not isinstance(password, str) or not password:
+        raise Refused(422, "Enter your password.")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise Refused(422, WRONG_PASSWORD)
+    try:
+        user = check_password(db, viewer.user.id, password, client, fail_kind="reauth_failed")  # type: ignore[arg-type]
+    except Refused as refusal:
+        if refusal.status_code == 401:
+            raise Refused(422, WRONG_PASSWORD) from None
+        raise
+    release_attempt(db, user, completed=False)
+    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+    token = sessions.password_reentered(db, session)
+    events.record(db, user.id, "reauth", ip=client.ip, method="password")  # type: ignore[arg-type]
+    db.commit()
+    viewer.session = session
+    viewer.user = user
+    return token

@@ -13,7 +13,13 @@ from typing import Protocol
 MAX_FAILED_ATTEMPTS = 5
 MAX_PASSKEYS = 32
 """At most this many passkeys per user (SPEC §7)."""
-LOCKOUT = timedelta(minutes=15)
+LOCKOUT_MINUTES = 15
+LOCKOUT = timedelta(minutes=LOCKOUT_MINUTES)
+"""The 5th failure in a row locks the account this long (SPEC §5.1): the one place for 5/15."""
+LOCKED = f"Too many failed attempts. This account is locked for {LOCKOUT_MINUTES} minutes."
+TOO_MANY_SECOND_FACTOR = (
+    f"Too many failed attempts. Please sign in again in {LOCKOUT_MINUTES} minutes."
+)
 
 ADMIN_REQUIRES = "Your administrator requires two-factor authentication"
 NO_CODES = "Recovery codes are only used while two-factor authentication is on."
@@ -209,6 +215,38 @@ def needs_enrollment_at_login(
     return effective(user, now) and passkey_count == 0
 
 
+class PartialFacts(Protocol):
+    state: str
+    auth_time: datetime
+    partial_reason: str
+
+
+PASSWORD_FIRST = "Enter your password to register a passkey."  # noqa: S105 (a message)
+ENROLL_ALWAYS_ASK = timedelta(minutes=5)
+"""With BARYCENTER_REAUTH_SECONDS=0 (always ask) the password just entered counts this long
+for enroll-at-login (the life of its ceremony); otherwise no one could ever enroll."""
+
+
+def can_enroll_at_login(
+    user: UserFlags, session: PartialFacts, passkey_count: int, now: datetime, seconds: int
+) -> Decision:
+    """Enroll-at-login (SPEC §4, §4.1): effective 2FA and no passkey, and the password entered
+    in this very sign-in within the recent-authentication window — a password sign-in's
+    partial session. A full session demoted by an administrator's requirement, or one whose
+    password is older, must enter the password on /login/2fa first: a stolen stale cookie
+    must not be able to register the thief's passkey."""
+    if not needs_enrollment_at_login(user, passkey_count, now):
+        return refuse(409, "This account already has a passkey. Verify with it instead.")
+    window = timedelta(seconds=seconds) if seconds > 0 else ENROLL_ALWAYS_ASK
+    if (
+        session.state == "partial"
+        and session.partial_reason == ""
+        and now - _utc(session.auth_time) <= window
+    ):
+        return ALLOWED
+    return refuse(403, PASSWORD_FIRST, REAUTH_REQUIRED)
+
+
 def recently_authenticated(session: SessionFacts, now: datetime, seconds: int) -> bool:
     """SPEC §4.1/§9: this session signed in (all factors done) or confirmed the user's
     identity at most `seconds` ago (exactly `seconds` still counts; 0 = always ask)."""
@@ -220,6 +258,53 @@ def recently_authenticated(session: SessionFacts, now: datetime, seconds: int) -
 def confirm_method(passkey_count: int) -> str:
     """How "Confirm it's you" asks: a passkey when the account has one, else the password."""
     return "passkey" if passkey_count > 0 else "password"
+
+
+CONFIRM_WITH_PASSKEY = "Confirm with one of your passkeys."
+CONFIRM_WITH_PASSWORD = "You have no passkey. Confirm with your password."  # noqa: S105
+NO_PASSKEY_TO_ENABLE_WITH = "You have no passkey yet. Register one instead."
+NO_PASSKEY_FOR_SECOND_FACTOR = "This account has no passkey yet. Register one first."
+
+
+def can_confirm_with_passkey(passkey_count: int) -> Decision:
+    """ "Confirm it's you" with a passkey only when the account has one."""
+    if confirm_method(passkey_count) != "passkey":
+        return refuse(409, CONFIRM_WITH_PASSWORD)
+    return ALLOWED
+
+
+def can_enable_with_existing_passkey(user: UserFlags, passkey_count: int) -> Decision:
+    """Enabling 2FA with an existing passkey: allowed to enable, and there is one."""
+    decision = can_enable(user)
+    if decision.allowed and passkey_count == 0:
+        return refuse(409, NO_PASSKEY_TO_ENABLE_WITH)
+    return decision
+
+
+def can_verify_second_factor(passkey_count: int) -> Decision:
+    """ "Verify with a passkey" at /login/2fa needs a passkey (else: enroll-at-login)."""
+    return ALLOWED if passkey_count > 0 else refuse(409, NO_PASSKEY_FOR_SECOND_FACTOR)
+
+
+def can_confirm_with_password(passkey_count: int) -> Decision:
+    """ "Confirm it's you" with the password only when the account has no passkey."""
+    if confirm_method(passkey_count) != "password":
+        return refuse(409, CONFIRM_WITH_PASSKEY)
+    return ALLOWED
+
+
+def can_confirm_for(
+    then: str, user: UserFlags, passkey_count: int, now: datetime | None = None
+) -> Decision:
+    """What the action after "Confirm it's you" would refuse anyway is refused before any
+    password is checked (a refusal after the check would waste a lockout attempt)."""
+    if then == "recovery-codes":
+        return can_regenerate_codes(user, now)
+    if then == "two-factor":
+        return can_enable(user)
+    if then == "passkeys" and passkey_count >= MAX_PASSKEYS:
+        return refuse(409, TOO_MANY_PASSKEYS)
+    return ALLOWED
 
 
 def _then_recent(
@@ -308,6 +393,13 @@ def reminder_wanted(start: datetime | None, now: datetime | None = None) -> bool
     return start is not None and _utc(start) - _now(now) > REMIND_BEFORE
 
 
+def reminder_window(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The requirement dates whose reminder may be due now (a pre-selection for the job's
+    query; reminder_due decides for each user): after now, at most REMIND_BEFORE ahead."""
+    now = _now(now)
+    return now, now + REMIND_BEFORE
+
+
 def reminder_due(user: ReminderFacts, now: datetime | None = None) -> bool:
     """The day-before reminder: once, while pending, not already on, in its last day."""
     start = required_from(user)
@@ -320,29 +412,60 @@ def reminder_due(user: ReminderFacts, now: datetime | None = None) -> bool:
     )
 
 
+BUSY = timedelta(minutes=1)
+"""When the 5th attempt of a window is reserved, the account answers 429 for at most this
+long while those attempts are checked; a reservation that leaked (a crash during the check)
+is forgotten after it, so "5 in flight" never becomes a permanent lock (SPEC §7)."""
+
+
 def is_locked(locked_until: datetime | None, now: datetime) -> bool:
-    return locked_until is not None and locked_until > now
+    """A hold is in force: a 15-minute lock, or the short busy window of 5 attempts in flight."""
+    return locked_until is not None and _utc(locked_until) > now
+
+
+def lock_in_force(failed_count: int, locked_until: datetime | None, now: datetime) -> bool:
+    """The 15-minute lock (its counter was reset when it was set), not the busy window (which
+    is set when the counter reaches 5)."""
+    return is_locked(locked_until, now) and failed_count < MAX_FAILED_ATTEMPTS
 
 
 def may_check_password(failed_count: int, locked_until: datetime | None, now: datetime) -> bool:
-    """SPEC §5.1/§9: a password (or second factor) is checked only while the account is not
-    locked and fewer than 5 attempts of this window are counted (each attempt is counted,
-    atomically, BEFORE the check: so at most 5 are ever checked at once)."""
-    return not is_locked(locked_until, now) and failed_count < MAX_FAILED_ATTEMPTS
+    """SPEC §5.1/§9: a password (or second factor) is checked only while no hold is in force
+    and fewer than 5 attempts of this window are counted (each attempt is counted, under the
+    user's row lock, BEFORE the check: so at most 5 are ever checked at once). An ended hold
+    is forgotten."""
+    if is_locked(locked_until, now):
+        return False
+    return locked_until is not None or failed_count < MAX_FAILED_ATTEMPTS
+
+
+def reserve_attempt(
+    failed_count: int, locked_until: datetime | None, now: datetime
+) -> tuple[int, datetime | None] | None:
+    """Counting one more attempt: the new (counter, hold), or None when it is refused. The
+    5th reservation opens the busy window (BUSY); an ended hold starts the count afresh."""
+    if not may_check_password(failed_count, locked_until, now):
+        return None
+    count = (0 if locked_until is not None else failed_count) + 1
+    return count, (now + BUSY if count >= MAX_FAILED_ATTEMPTS else None)
+
+
+def hold_message(failed_count: int, locked_until: datetime | None, now: datetime) -> str:
+    """What a 429 says: until when for a lock, "in a minute" while 5 attempts are checked."""
+    if lock_in_force(failed_count, locked_until, now):
+        return lock_message(locked_until)
+    return lock_message(None)
 
 
 def lock_message(locked_until: datetime | None) -> str:
     """The lock message says until when ("Try again after 22:19 UTC")."""
     if locked_until is None:
         return "Too many attempts at once. Try again in a minute."
-    return (
-        "Too many failed attempts. This account is locked for 15 minutes. "
-        f"Try again after {locked_until:%H:%M} UTC."
-    )
+    return f"{LOCKED} Try again after {locked_until:%H:%M} UTC."
 
 
 def lock_after_failure(failed_count: int, now: datetime) -> datetime | None:
-    """The 5th failure in a row locks the account for 15 minutes."""
+    """The 5th failure in a row locks the account (LOCKOUT)."""
     return now + LOCKOUT if failed_count >= MAX_FAILED_ATTEMPTS else None
 
 

@@ -15,6 +15,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.conftest import temporary_database
 from tests.e2e.conftest import (
+    PASSWORD,
     add_authenticator,
     add_passkey,
     check_accessibility,
@@ -114,6 +115,15 @@ def test_grace_changed_to_zero_sends_a_live_session_to_enroll_at_login(page, ser
     card(page).get_by_role("link", name="Enable two-factor authentication").click()
     expect(page).to_have_url(re.compile(r"/login/2fa"))
     expect(page.get_by_role("heading", name="Two-factor authentication", level=1)).to_be_visible()
+    # A session demoted by the requirement enters its password before registering a passkey
+    # (a stolen cookie must not be enough: security review of issue 9).
+    expect(page.get_by_role("button", name="Register passkey and sign in")).to_have_count(0)
+    check_accessibility(page, "/login/2fa, password before enroll-at-login")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_role("alert").filter(has_text="That password is not right")).to_be_visible()
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Confirm").click()
     page.get_by_role("button", name="Register passkey and sign in").click()
     expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
     assert server.status(username)["passkeyCount"] == 1

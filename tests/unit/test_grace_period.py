@@ -316,7 +316,9 @@ def test_the_date_passing_demotes_a_live_session_to_enroll_at_login(auth, client
     session = my_session(database, client)
     assert session.state == "partial" and session.partial_reason == "admin-required"
     page = client.page("/login/2fa")
-    assert "Register passkey" in page.text  # enroll-at-login
+    assert "Register a passkey" in page.text  # enroll-at-login, after the password
+    assert client.form("/login/2fa/password", {"password": PASSWORD}).status_code == 303
+    assert "Register passkey and sign in" in client.page("/login/2fa").text
     # a password sign-in now needs the second factor
     auth.logout()
     response = client.form("/login", {"username": "alice", "password": PASSWORD})

@@ -1129,6 +1129,10 @@ def test_admin_requires_2fa_without_passkey_enrolls_at_login(auth, client, authn
     set_required(admin, True)
     assert client.get("/account", follow_redirects=False).headers["location"] == "/login/2fa"
     page = client.page("/login/2fa")
+    # a demoted session enters its password first (security review of issue 9)
+    assert client.json_post("/login/2fa/enroll/start", {"name": "Phone"}).status_code == 403
+    assert client.form("/login/2fa/password", {"password": PASSWORD}).status_code == 303
+    page = client.page("/login/2fa")
     assert "Register passkey and sign in" in page.text and "Passkey name" in page.text
     assert client.json_post("/login/2fa/passkey/start", {}).status_code == 409
     options = client.json_post("/login/2fa/enroll/start", {"name": "Phone"})
@@ -1359,3 +1363,124 @@ def test_change_password_now_table(passkeys, seconds_ago, allowed):
     assert decision.allowed is allowed
     if not allowed:
         assert (decision.status, decision.code) == (403, twofactor.REAUTH_REQUIRED)
+
+
+# --------------------------------------------------------------------------------------
+# Enroll-at-login needs the password entered in this sign-in, recently (security review)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pending:
+    state: str
+    auth_time: datetime
+    partial_reason: str = ""
+
+
+@pytest.mark.parametrize(
+    ("reason", "minutes_ago", "passkeys", "seconds", "want"),
+    [
+        ("", 1, 0, 600, "allowed"),  # a password sign-in just now
+        ("", 10, 0, 600, "allowed"),  # exactly the window still counts
+        ("", 11, 0, 600, "reauth-required"),  # stale (a demoted old session)
+        ("admin-required", 1, 0, 600, "reauth-required"),  # demoted: password first
+        ("admin-required", 20, 0, 600, "reauth-required"),
+        ("", 1, 1, 600, 409),  # has a passkey: verify with it instead
+        ("", 4, 0, 0, "allowed"),  # 0 (always ask): the ceremony's 5 minutes
+        ("", 6, 0, 0, "reauth-required"),
+    ],
+)
+def test_can_enroll_at_login(reason, minutes_ago, passkeys, seconds, want):
+    now = utcnow()
+    session = Pending("partial", now - timedelta(minutes=minutes_ago), reason)
+    user = Flags(requires_2fa=True, user_2fa_enabled=False)
+    got = twofactor.can_enroll_at_login(user, session, passkeys, now, seconds)
+    if want == "allowed":
+        assert got.allowed
+    elif want == "reauth-required":
+        assert not got.allowed and got.status == 403 and got.code == twofactor.REAUTH_REQUIRED
+    else:
+        assert not got.allowed and got.status == want
+    off = Flags(requires_2fa=False, user_2fa_enabled=False)
+    assert twofactor.can_enroll_at_login(off, session, 0, now, seconds).status == 409
+
+
+# --------------------------------------------------------------------------------------
+# Reserving a password attempt: at most 5 in flight, and never a permanent hold
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "held_for", "want"),
+    [
+        (0, None, (1, None)),
+        (3, None, (4, None)),
+        (4, None, (5, "busy")),  # the 5th opens the busy window
+        (5, 30, None),  # 5 in flight: refused for now
+        (5, -1, (1, None)),  # the busy window ended: leaked reservations are forgotten
+        (0, 600, None),  # locked
+        (0, -1, (1, None)),  # an ended lock is forgotten
+    ],
+)
+def test_reserving_a_password_attempt(count, held_for, want):
+    now = utcnow()
+    until = None if held_for is None else now + timedelta(seconds=held_for)
+    got = twofactor.reserve_attempt(count, until, now)
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None and got[0] == want[0]
+        assert (got[1] == now + twofactor.BUSY) if want[1] == "busy" else got[1] is None
+    assert twofactor.may_check_password(count, until, now) is (want is not None)
+
+
+def test_a_lock_and_the_busy_window_say_different_things():
+    now = utcnow()
+    lock = now + timedelta(minutes=15)
+    assert twofactor.lock_in_force(0, lock, now)
+    assert "locked for 15 minutes" in twofactor.hold_message(0, lock, now)
+    busy = now + twofactor.BUSY
+    assert not twofactor.lock_in_force(5, busy, now)
+    assert "in a minute" in twofactor.hold_message(5, busy, now)
+
+
+# --------------------------------------------------------------------------------------
+# Refusals that handlers used to write themselves, now Decisions of the rules module
+# --------------------------------------------------------------------------------------
+
+OFF = Flags(requires_2fa=False, user_2fa_enabled=False)
+ON = Flags(requires_2fa=False, user_2fa_enabled=True)
+
+
+@pytest.mark.parametrize(
+    ("rule", "passkeys", "status"),
+    [
+        (lambda n: twofactor.can_confirm_with_password(n), 0, 200),
+        (lambda n: twofactor.can_confirm_with_password(n), 1, 409),
+        (lambda n: twofactor.can_confirm_with_passkey(n), 1, 200),
+        (lambda n: twofactor.can_confirm_with_passkey(n), 0, 409),
+        (lambda n: twofactor.can_enable_with_existing_passkey(OFF, n), 1, 200),
+        (lambda n: twofactor.can_enable_with_existing_passkey(OFF, n), 0, 409),
+        (lambda n: twofactor.can_enable_with_existing_passkey(ON, n), 1, 409),
+        (lambda n: twofactor.can_verify_second_factor(n), 1, 200),
+        (lambda n: twofactor.can_verify_second_factor(n), 0, 409),
+        (lambda n: twofactor.can_confirm_for("recovery-codes", OFF, n), 0, 409),
+        (lambda n: twofactor.can_confirm_for("recovery-codes", ON, n), 0, 200),
+        (lambda n: twofactor.can_confirm_for("two-factor", ON, n), 0, 409),
+        (lambda n: twofactor.can_confirm_for("two-factor", OFF, n), 0, 200),
+        (lambda n: twofactor.can_confirm_for("passkeys", OFF, n), 31, 200),
+        (lambda n: twofactor.can_confirm_for("passkeys", OFF, n), 32, 409),
+    ],
+)
+def test_refusals_are_decisions(rule, passkeys, status):
+    decision = rule(passkeys)
+    assert decision.allowed is (status == 200)
+    assert decision.status == status
+    if not decision.allowed:
+        assert decision.message
+
+
+def test_the_reminder_window_comes_from_the_rules():
+    now = utcnow()
+    after, until = twofactor.reminder_window(now)
+    assert (after, until) == (now, now + twofactor.REMIND_BEFORE)

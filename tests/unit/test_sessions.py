@@ -99,9 +99,8 @@ def test_session_cookie_on_localhost(client, user, database):
         ("https://id.example.com", None, True),
         ("https://id.example.com", False, False),
         ("http://localhost:8000", True, True),
-        ("http://id.example.com", None, True),
     ],
-    ids=["https-default", "https-forced-off", "localhost-forced-on", "http-non-localhost"],
+    ids=["https-default", "https-forced-off", "localhost-forced-on"],
 )
 def test_session_cookie_secure_flag(settings, database, user, origin, cookie_secure, secure):
     app = create_app(settings.with_(origin=origin, cookie_secure=cookie_secure), database)

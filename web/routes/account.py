@@ -144,8 +144,7 @@ class AccountController(Controller):
             "purpose": "enable-2fa",
         }
         if fields.get("mode") == "existing":
-            if not existing:
-                raise Refused(409, "You have no passkey yet. Register one instead.")
+            account.require(twofactor.can_enable_with_existing_passkey(viewer.user, len(existing)))
             options = passkeys.start_authentication(
                 db, settings_of(request), user=viewer.user, allow=existing, **common
             )
@@ -426,6 +425,9 @@ class AccountController(Controller):
         """The password confirmation (no passkey on the account); works without JavaScript.
         Regeneration goes on at once; adding a passkey is offered again."""
         then = account.confirm_target(field(data, "then"))
+        # what the action refuses anyway is refused before a password is checked
+        count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        account.require(twofactor.can_confirm_for(then, viewer.user, count))
         try:
             token = account.confirm_with_password(
                 db, client(request), viewer, field(data, "password")
@@ -458,8 +460,7 @@ class AccountController(Controller):
         rate_limit(request, "ceremony")
         then = account.confirm_target(ceremony.read_json(body).get("then"))
         existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
-        if not existing:
-            raise Refused(409, "You have no passkey. Confirm with your password.")
+        account.require(twofactor.can_confirm_with_passkey(len(existing)))
         options = passkeys.start_authentication(
             db,
             settings_of(request),

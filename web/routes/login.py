@@ -10,7 +10,7 @@ from litestar.di import Provide
 from litestar.params import FromQuery, RawBody, URLEncodedBody
 from litestar.response import Template
 
-from models import User
+from models import User, utcnow
 from models.passkey import passkey_count, passkeys_of
 from models.user import user_by_handle
 from web import account, ceremony, passkeys, sessions, signin, twofactor
@@ -178,16 +178,28 @@ class SecondFactorController(Controller):
         return_to: str,
         error: str = "",
         status: int = 200,
+        headers: dict[str, str] | None = None,
     ) -> Template:
         count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        enroll = twofactor.needs_enrollment_at_login(viewer.user, count)
+        may_enroll = twofactor.can_enroll_at_login(
+            viewer.user, viewer.session, count, utcnow(), settings_of(request).reauth_seconds
+        )
         context = {
-            "enroll": twofactor.needs_enrollment_at_login(viewer.user, count),
+            "enroll": enroll,
+            # a demoted or stale session enters the password before registering a passkey
+            "enroll_password_first": enroll and may_enroll.code == twofactor.REAUTH_REQUIRED,
             "default_passkey_name": default_passkey_name(request.headers.get("user-agent", "")),
             "error": error,
             "return_to": return_to,
         }
         return render(
-            request, page="pages/login_2fa.html", partial=None, context=context, status=status
+            request,
+            page="pages/login_2fa.html",
+            partial=None,
+            context=context,
+            status=status,
+            headers=headers,
         )
 
     @get("/", sync_to_thread=True)
@@ -220,12 +232,40 @@ class SecondFactorController(Controller):
             )
         return redirect(request, return_to, token=token)
 
+    @post("/password", sync_to_thread=True)
+    def password(
+        self, request: Request, db: DB, viewer: Current, data: URLEncodedBody[dict[str, Any]]
+    ) -> Template | Response:
+        """The password before enroll-at-login (a plain form; counted by the lockout)."""
+        return_to = safe_return_to(field(data, "return_to"))
+        try:
+            rate_limit(request, "sign-in")
+            token = signin.confirm_password_at_login(
+                db, client(request), viewer, field(data, "password")
+            )
+        except Refused as refusal:
+            db.rollback()
+            if refusal.status_code == 401:
+                raise
+            return self._page(
+                request,
+                db,
+                viewer,
+                return_to=return_to,
+                error=str(refusal.detail),
+                status=refusal.status_code,
+                headers=refusal.headers,
+            )
+        target = "/login/2fa" + (f"?return_to={quote(return_to)}" if return_to != HOME else "")
+        return redirect(request, target, token=token)
+
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
     def passkey_start(self, request: Request, db: DB, viewer: Current) -> Response:
         rate_limit(request, "ceremony")
         allow = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
-        if not allow:
-            raise Refused(409, "This account has no passkey yet. Register one first.")
+        decision = twofactor.can_verify_second_factor(len(allow))
+        if not decision.allowed:
+            raise Refused(decision.status, decision.message)
         options = passkeys.start_authentication(
             db,
             settings_of(request),
@@ -251,11 +291,8 @@ class SecondFactorController(Controller):
     def enroll_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
         name = account.clean_name(ceremony.read_json(body).get("name"))
-        if not twofactor.needs_enrollment_at_login(
-            viewer.user,
-            passkey_count(db, viewer.user.id),  # type: ignore[arg-type]
-        ):
-            raise Refused(409, "This account already has a passkey. Verify with it instead.")
+        user = signin.refuse_if_locked(db, viewer)
+        signin.check_enroll_at_login(db, settings_of(request), user, viewer.session)
         options = passkeys.start_registration(
             db,
             settings_of(request),
