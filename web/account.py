@@ -14,12 +14,13 @@ from sqlmodel import Session, select
 
 from models import AuthSession, Passkey, User, WebAuthnChallenge, utcnow
 from models.passkey import passkey_count
+from models.recovery import recovery_codes_remaining
 from web import ceremony, events, passkeys, recovery, sessions, twofactor
 from web.client import ClientInfo
 from web.errors import Refused
 from web.settings import Settings
 from web.users import lock_user
-from web.views import name_for_new_passkey
+from web.views import browser_and_os, name_for_new_passkey
 
 NAME_MAX = 64
 T = TypeVar("T")
@@ -150,7 +151,8 @@ def enable_2fa(
         user.user_2fa_enabled = True
         user.user_2fa_enabled_at = utcnow()
         db.add(user)
-        codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
+        remaining = recovery_codes_remaining(db, user.id)  # type: ignore[arg-type]
+        codes = recovery.issue(db, user.id) if twofactor.enabling_issues_codes(remaining) else []  # type: ignore[arg-type]
         events.record(db, user.id, "2fa_enabled", ip=client.ip)  # type: ignore[arg-type]
         sessions.end_other_sessions(db, user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
         token = _mark_step_up(db, viewer, settings, passkey)
@@ -279,26 +281,50 @@ def regenerate_codes_after_step_up(
         viewer,
         credential,
         "recovery-codes",
-        lambda _data: _regenerate_codes(db, client, viewer),
+        lambda data: _regenerate_codes(db, client, viewer, data.get("codes_version")),
     )
 
 
-def regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> list[str]:
+CODES_CHANGED = (
+    "Your recovery codes were changed in another window or device. "
+    "This is what they are now; nothing else was changed."
+)
+
+
+def check_codes_version(db: Session, viewer: sessions.Viewer, seen: str) -> None:
+    """A step begun on a page that showed another set of codes: 409, nothing changes."""
+    current = recovery.version(db, viewer.user.id)  # type: ignore[arg-type]
+    if twofactor.codes_changed_meanwhile(seen, current):
+        raise Refused(409, CODES_CHANGED)
+
+
+def regenerate_codes(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, seen: str | None
+) -> list[str]:
     """Replace the recovery codes (the caller has checked step-up) and commit."""
-    codes = _regenerate_codes(db, client, viewer)
+    codes = _regenerate_codes(db, client, viewer, seen)
     db.commit()
     return codes
 
 
-def _regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> list[str]:
+def _regenerate_codes(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, seen: str | None
+) -> list[str]:
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
     require(twofactor.can_regenerate_codes(user))
+    if seen is not None:
+        check_codes_version(db, viewer, seen)
+    first = recovery.on_record(db, user.id) == 0  # type: ignore[arg-type]
     codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
-    events.record(db, user.id, "recovery_codes_regenerated", ip=client.ip)  # type: ignore[arg-type]
+    kind = "recovery_codes_created" if first else "recovery_codes_regenerated"
+    events.record(db, user.id, kind, ip=client.ip)  # type: ignore[arg-type]
     return codes
 
 
-def revoke_session(db: Session, viewer: sessions.Viewer, session_id: int) -> None:
+def revoke_session(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, session_id: int
+) -> None:
+    """Sign one other session out, recorded (which browser, from which IP)."""
     if not 0 < session_id <= MAX_ID:
         raise Refused(404, "That session was not found.")
     target = db.exec(
@@ -309,6 +335,14 @@ def revoke_session(db: Session, viewer: sessions.Viewer, session_id: int) -> Non
     if target is None or target.id == viewer.session.id:
         raise Refused(404, "That session was not found.")
     sessions.end_session(db, session_id)
+    events.record(
+        db,
+        viewer.user.id,  # type: ignore[arg-type]
+        "session_revoked",
+        ip=client.ip,
+        browser=browser_and_os(target.user_agent),
+        session_ip=target.ip,
+    )
     db.commit()
 
 

@@ -29,6 +29,10 @@ PASSKEYS = [
     PasskeyView(1, "iCloud Keychain", True, "2 Mar 2026, 09:14 UTC", "29 Nov 2026, 08:02 UTC"),
     PasskeyView(2, "YubiKey 5C", False, "14 Jun 2026, 17:40 UTC", "Never"),
 ]
+DOWNLOAD = {
+    "filename": "barycenter-recovery-codes-ada-localhost-2026-11-29.txt",
+    "heading": "Recovery codes for ada at localhost, created 2026-11-29 (UTC)",
+}
 LONG_NAME = "A passkey with a very long name that keeps going to test wrapping in the row"
 SESSIONS = [
     SessionView(1, "Chrome on Mac OS X", "203.0.113.7", "Password and passkey",
@@ -59,16 +63,19 @@ def account(
         "sessions": SESSIONS,
         "events": EVENTS,
         "default_passkey_name": "Chrome on Mac OS X",
+        "codes_version": "42",
+        "download": DOWNLOAD,
     }
     return {**context, **SECTION_STATE, **state}
 
 
 def login(**state: Any) -> dict[str, Any]:
-    return {"error": "", "username": "", "return_to": "", **state}
+    return {"error": "", "notice": "", "username": "", "return_to": "", **state}
 
 
 def second_factor(**state: Any) -> dict[str, Any]:
     return {
+        "admin_required": False,
         "enroll": False,
         "default_passkey_name": "Chrome on Mac OS X",
         "error": "",
@@ -88,7 +95,10 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "login-2fa": ("pages/login_2fa.html", second_factor()),
     "login-2fa-wrong-code": ("pages/login_2fa.html", second_factor(error="That recovery code is not valid or was already used.")),
     "login-2fa-enroll": ("pages/login_2fa.html", second_factor(enroll=True)),
-    "enrolled": ("pages/enrolled.html", {"codes": CODES, "codes_title": "Save your recovery codes", "continue_to": "/account"}),
+    "login-2fa-admin-required": ("pages/login_2fa.html", second_factor(admin_required=True)),
+    "login-signed-out-elsewhere": ("pages/login.html", login(notice="You were signed out from another session.")),
+    "enrolled": ("pages/enrolled.html", {"codes": CODES, "codes_title": "Save your recovery codes", "continue_to": "/account", "signed_in_words": "Your passkey is registered and you are signed in.", "download": DOWNLOAD}),
+    "signed-in-new-codes": ("pages/enrolled.html", {"codes": CODES, "codes_title": "Save your recovery codes", "continue_to": "/account", "signed_in_words": "You are signed in. Two-factor authentication is on for your account, so here are your recovery codes.", "download": DOWNLOAD}),
     "error": ("pages/error.html", {"status": 404, "message": "That passkey was not found."}),
     "account-2fa-off": ("pages/account.html", account()),
     "account-2fa-on": ("pages/account.html", account(enabled=True)),

@@ -105,6 +105,7 @@ def upgrade_session(
     session.mfa_verified = True
     session.auth_time = now
     session.last_seen_at = now
+    session.partial_reason = ""
     if passkey_id is not None:
         session.passkey_id = passkey_id
         session.reauth_at = now
@@ -182,18 +183,29 @@ def load(request: Request, db: Session) -> Viewer | None:
     return Viewer(user=user, session=session)
 
 
+def names_a_session(db: Session, token: str | None) -> bool:
+    """Whether a cookie's token names a session row (live or expired): a cookie that names
+    none was signed out elsewhere (another session, "sign out all other sessions")."""
+    if not token or len(token) > 128:
+        return False
+    found = db.exec(select(AuthSession.id).where(AuthSession.token_hash == digest(token)))
+    return found.first() is not None
+
+
 def _demote(request: Request, db: Session, viewer: Viewer) -> None:
     """A full session that no longer meets the rules becomes a partial one."""
     settings = request.app.state.settings
     expires = utcnow() + timedelta(seconds=settings.partial_session_ttl)
+    reason = "admin-required" if viewer.user.requires_2fa else "2fa-on"  # /login/2fa says why
     statement = (
         update(AuthSession)
         .where(col(AuthSession.id) == viewer.session.id)
-        .values(state=PARTIAL, expires_at=expires)
+        .values(state=PARTIAL, expires_at=expires, partial_reason=reason)
     )
     _write_now(request, db, statement)
     set_committed_value(viewer.session, "state", PARTIAL)
     set_committed_value(viewer.session, "expires_at", expires)
+    set_committed_value(viewer.session, "partial_reason", reason)
 
 
 def login_url(request: Request) -> str:

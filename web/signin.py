@@ -35,6 +35,27 @@ class SignedIn:
     partial: bool
 
 
+@dataclass(frozen=True)
+class Completed:
+    """A completed sign-in: the new session token, and the recovery codes it created (to be
+    shown once before going on) when 2FA had come on without any (SPEC §4.1b)."""
+
+    token: str
+    codes: list[str]
+    username: str = ""
+
+
+def _codes_if_none(db: Session, user_id: int, client: ClientInfo) -> list[str]:
+    """Effective 2FA without recovery codes (an administrator required it of a passkey
+    holder): create them now, in the sign-in's own transaction (the caller commits)."""
+    user = lock_user(db, user_id)
+    if not twofactor.issues_codes_at_sign_in(user, recovery.on_record(db, user_id)):
+        return []
+    codes = recovery.issue(db, user_id)
+    events.record(db, user_id, "recovery_codes_created", ip=client.ip)
+    return codes
+
+
 def _fail_password(db: Session, user: User, client: ClientInfo) -> None:
     """Count a failure (atomically, shared by every process); the 5th locks the account."""
     now = utcnow()
@@ -107,21 +128,22 @@ def passkey_sign_in(
     binding: str,
     *,
     replaces: str | None = None,
-) -> str:
+) -> Completed:
     """A user-verified discoverable passkey: a full aal2 session, no second prompt."""
     handle = passkeys.user_handle_of(credential)
     owner = user_by_handle(db, handle) if handle else None
 
-    def effect(challenge: Any) -> str:
+    def effect(challenge: Any) -> Completed:
         if owner is None:
             raise Refused(400, "That passkey does not belong to an account here.")
         passkey = passkeys.verify_authentication(db, settings, challenge, credential, owner=owner)
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         events.record(db, owner.id, "sign_in", ip=client.ip, method="passkey", name=passkey.name)  # type: ignore[arg-type]
         sessions.end_session_by_token(db, replaces)
-        return sessions.start_session(
+        token = sessions.start_session(
             db, owner, settings, client, amr=[factor], mfa_verified=True, passkey_id=passkey.id
         )
+        return Completed(token, _codes_if_none(db, owner.id, client), owner.username)  # type: ignore[arg-type]
 
     return ceremony.finish(
         db,
@@ -169,11 +191,11 @@ def second_factor_passkey(
     client: ClientInfo,
     viewer: sessions.Viewer,
     credential: dict[str, Any],
-) -> str:
+) -> Completed:
     """Verify with a passkey at /login/2fa: upgrade to aal2 with a new token."""
     session = viewer.session
 
-    def effect(challenge: Any) -> str:
+    def effect(challenge: Any) -> Completed:
         _refuse_if_locked(db, viewer)
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
@@ -182,7 +204,7 @@ def second_factor_passkey(
         db.exec(update(User).where(col(User.id) == viewer.user.id).values(failed_login_count=0))
         method = "pwd+passkey" if "pwd" in fresh.amr else "passkey"
         events.record(db, viewer.user.id, "sign_in", ip=client.ip, method=method, name=passkey.name)  # type: ignore[arg-type]
-        return token
+        return Completed(token, _codes_if_none(db, viewer.user.id, client), viewer.user.username)  # type: ignore[arg-type]
 
     return ceremony.finish(
         db,
@@ -197,8 +219,8 @@ def second_factor_passkey(
 
 def second_factor_code(
     db: Session, settings: Settings, client: ClientInfo, viewer: sessions.Viewer, code: str
-) -> tuple[str, int]:
-    """One unused recovery code: upgrade to aal2 (amr pwd+otp). Returns (token, remaining)."""
+) -> Completed:
+    """One unused recovery code: upgrade to aal2 (amr pwd+otp)."""
     try:
         user = _refuse_if_locked(db, viewer)
     except Refused:
@@ -218,8 +240,9 @@ def second_factor_code(
     token = sessions.upgrade_session(db, session, settings, factor="otp", passkey_id=None)
     events.record(db, user.id, "recovery_code_used", ip=client.ip, remaining=remaining)  # type: ignore[arg-type]
     events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+otp")  # type: ignore[arg-type]
+    codes = _codes_if_none(db, user.id, client)  # type: ignore[arg-type]
     db.commit()
-    return token, remaining
+    return Completed(token, codes, user.username)
 
 
 def enroll_at_login(

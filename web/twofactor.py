@@ -63,11 +63,28 @@ def status_words(user: UserFlags) -> str:
     return "On" if user.user_2fa_enabled else "Off"
 
 
+ALREADY_REQUIRED = "Your administrator already requires two-factor authentication."
+
+
+def _requirement_applies(user: UserFlags) -> bool:
+    """An administrator's requirement is in force (issue 11 adds the grace period here:
+    `requirement_in_force(user, now)`)."""
+    return user.requires_2fa
+
+
 def can_enable(user: UserFlags) -> Decision:
-    """A user may always turn their own 2FA on (after the enrollment ceremony)."""
+    """A user may turn their own 2FA on (after the enrollment ceremony), except while an
+    administrator's requirement is in force: 2FA is on already, and enrolling again would
+    only replace the recovery codes the user saved (SPEC §4.1b)."""
     if user.user_2fa_enabled:
         return refuse(409, "Two-factor authentication is already on.")
+    if _requirement_applies(user):
+        return refuse(409, ALREADY_REQUIRED)
     return ALLOWED
+
+
+def shows_enable_button(user: UserFlags) -> bool:
+    return can_enable(user).allowed
 
 
 def can_disable(user: UserFlags) -> Decision:
@@ -124,6 +141,43 @@ def shows_recovery_codes(user: UserFlags) -> bool:
 def can_regenerate_codes(user: UserFlags) -> Decision:
     """Recovery codes exist only while effective 2FA is on."""
     return ALLOWED if effective(user) else refuse(409, NO_CODES)
+
+
+def issues_codes_at_sign_in(user: UserFlags, codes_on_record: int) -> bool:
+    """SPEC §4.1b: effective 2FA that came on without codes (an administrator required it
+    of a passkey holder): the first completed sign-in creates them and shows them once.
+    Codes that were all used are not replaced unasked ("Create recovery codes")."""
+    return effective(user) and codes_on_record == 0
+
+
+def recovery_codes_state(user: UserFlags, codes_on_record: int, remaining: int) -> str:
+    """What the recovery-codes section says: "off" (no section), "none" ("You don't have
+    recovery codes yet"), "used" ("You've used all your recovery codes"), "low" (1 or 2
+    left) or "some"."""
+    if not shows_recovery_codes(user):
+        return "off"
+    if codes_on_record == 0:
+        return "none"
+    if remaining == 0:
+        return "used"
+    return "low" if remaining <= 2 else "some"
+
+
+def regenerating_asks_first(remaining: int) -> bool:
+    """ "Regenerate recovery codes" asks first when codes that still work would stop
+    working ("Your current codes will stop working."); creating the first ones doesn't."""
+    return remaining > 0
+
+
+def codes_changed_meanwhile(seen_version: str, current_version: str) -> bool:
+    """A step started from a page showing other codes (a second tab, another device) is
+    answered with the current state, never carried out on codes the person didn't see."""
+    return seen_version != current_version
+
+
+def enabling_issues_codes(remaining: int) -> bool:
+    """Turning 2FA on never replaces codes that still work."""
+    return remaining == 0
 
 
 def is_locked(locked_until: datetime | None, now: datetime) -> bool:

@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlmodel import Session
 from user_agents import parse as parse_user_agent
 from webauthn.helpers import bytes_to_base64url
 
-from models import AuthSession, Passkey, SecurityEvent, User
+from models import AuthSession, Passkey, SecurityEvent, User, utcnow
 from models.passkey import passkeys_of
 from models.recovery import recovery_codes_remaining
-from web import events, sessions, twofactor
+from web import events, recovery, sessions, twofactor
 from web.settings import Settings
 
 # Passkey providers by AAGUID (a few well-known ones; others fall back to browser and OS).
@@ -72,11 +73,23 @@ def name_for_new_passkey(chosen: str, aaguid: str, user_agent: str) -> str:
     return provider if provider and untouched else chosen
 
 
-def when(moment: datetime | None) -> str:
-    """A date for people: "29 Nov 2026, 14:05 UTC"."""
+@dataclass(frozen=True)
+class Moment:
+    """A time for people: words in UTC ("29 Nov 2026, 14:05 UTC") and the ISO 8601 instant
+    for `<time datetime>` (static/js/page.js rewrites it into the viewer's zone)."""
+
+    words: str
+    iso: str = ""
+
+    def __str__(self) -> str:
+        return self.words
+
+
+def when(moment: datetime | None) -> Moment:
+    """A date for people: "29 Nov 2026, 14:05 UTC" (and its instant, for <time>)."""
     if moment is None:
-        return "Never"
-    return moment.strftime("%-d %b %Y, %H:%M UTC")
+        return Moment("Never")
+    return Moment(moment.strftime("%-d %b %Y, %H:%M UTC"), moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 SIGN_IN_METHODS = {
@@ -95,8 +108,8 @@ class SessionView:
     browser: str
     ip: str
     method: str
-    last_seen: str
-    signed_in: str
+    last_seen: Moment | str
+    signed_in: Moment | str
     current: bool
 
 
@@ -115,7 +128,7 @@ def session_view(session: AuthSession, current_id: int | None) -> SessionView:
 @dataclass(frozen=True)
 class EventView:
     what: str
-    when: str
+    when: Moment | str
     ip: str
     warning: bool
 
@@ -158,8 +171,8 @@ class PasskeyView:
     id: int
     name: str
     synced: bool
-    created: str
-    last_used: str
+    created: Moment | str
+    last_used: Moment | str
 
 
 def passkey_view(passkey: Passkey) -> PasskeyView:
@@ -181,20 +194,43 @@ def accepted_credentials(settings: Settings, user: User, passkeys: list[Passkey]
     }
 
 
-def two_factor_view(user: User, passkey_count: int, recovery_remaining: int) -> dict[str, Any]:
+def two_factor_view(
+    user: User, passkey_count: int, recovery_remaining: int, codes_on_record: int = 10
+) -> dict[str, Any]:
     """The two-factor card's facts, all decided by web.twofactor."""
+    codes = twofactor.recovery_codes_state(user, codes_on_record, recovery_remaining)
     return {
         "effective": twofactor.effective(user),
         "required": user.requires_2fa,
         "user_enabled": user.user_2fa_enabled,
         "status": twofactor.status_words(user),
-        "can_enable": twofactor.can_enable(user).allowed,
+        "can_enable": twofactor.shows_enable_button(user),
         "can_disable": twofactor.shows_disable_button(user),
         "has_passkeys": passkey_count > 0,
-        "shows_recovery": twofactor.shows_recovery_codes(user),
+        "shows_recovery": codes != "off",
+        "recovery_state": codes,  # off | none | used | low | some
         "recovery_remaining": recovery_remaining,
-        "recovery_low": twofactor.shows_recovery_codes(user) and recovery_remaining <= 2,
+        "recovery_total": codes_on_record,
+        "recovery_low": codes == "low",
+        "regenerate_asks": twofactor.regenerating_asks_first(recovery_remaining),
     }
+
+
+def codes_download(username: str, site: str, day: datetime) -> dict[str, str]:
+    """The recovery-codes text file: its name and first line say whose codes they are, for
+    which site and from when ("barycenter-recovery-codes-ada-localhost-2026-12-01.txt")."""
+    date = day.strftime("%Y-%m-%d")
+    safe_site = re.sub(r"[^A-Za-z0-9.-]+", "-", site).strip("-") or "site"
+    safe_user = re.sub(r"[^A-Za-z0-9._-]+", "-", username).strip("-") or "account"
+    return {
+        "filename": f"barycenter-recovery-codes-{safe_user}-{safe_site}-{date}.txt",
+        "heading": f"Recovery codes for {username} at {site}, created {date} (UTC)",
+    }
+
+
+def site_of(settings: Settings) -> str:
+    """The site people know: the host of the origin (``account.example.com``)."""
+    return urlsplit(settings.effective_origin).hostname or settings.rp_id
 
 
 # What each section of the account page shows: its normal state unless a handler says
@@ -208,8 +244,9 @@ SECTION_STATE: dict[str, Any] = {
     "pk_confirming": None,  # passkey id asking "Remove passkey?"
     "pk_step_up": None,  # passkey id waiting for a passkey verification before removal
     "pk_error": "",
+    "pk_refused": None,  # passkey id whose removal was refused (the message shows in its row)
     "pk_name_value": "",
-    "rc_mode": "view",  # recovery codes: view | step-up | codes
+    "rc_mode": "view",  # recovery codes: view | confirm | step-up | codes
     "rc_error": "",
     "notice": "",
     "notice_in": "",  # the section the notice belongs to
@@ -225,6 +262,7 @@ def account_context(
     rows = passkeys_of(db, user.id)  # type: ignore[arg-type]
     effective = twofactor.effective(user)
     remaining = recovery_codes_remaining(db, user.id) if effective else 0  # type: ignore[arg-type]
+    on_record = recovery.on_record(db, user.id) if effective else 0  # type: ignore[arg-type]
     live = [
         s
         for s in sessions.sessions_of(db, user.id)  # type: ignore[arg-type]
@@ -234,9 +272,16 @@ def account_context(
         "user": user,
         "display_name": user.display_name or user.username,
         "passkeys": [passkey_view(p) for p in rows],
-        "two_factor": two_factor_view(user, len(rows), remaining),
-        "sessions": [session_view(s, viewer.session.id) for s in live],
+        "two_factor": two_factor_view(user, len(rows), remaining, on_record),
+        "sessions": current_first([session_view(s, viewer.session.id) for s in live]),
         "events": event_views(events.recent(db, user.id)),  # type: ignore[arg-type]
         "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),
     }
+    context["codes_version"] = recovery.version(db, user.id) if effective else "0"  # type: ignore[arg-type]
+    context["download"] = codes_download(user.username, site_of(settings), utcnow())
     return {**context, **SECTION_STATE, **state}
+
+
+def current_first(views: list[SessionView]) -> list[SessionView]:
+    """This session first, then the others as they were (most recently seen first)."""
+    return sorted(views, key=lambda v: not v.current)

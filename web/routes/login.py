@@ -10,6 +10,7 @@ from litestar.di import Provide
 from litestar.params import FromQuery, RawBody, URLEncodedBody
 from litestar.response import Template
 
+from models import utcnow
 from models.passkey import passkey_count, passkeys_of
 from web import account, ceremony, passkeys, sessions, signin, twofactor
 from web.errors import Refused
@@ -28,7 +29,7 @@ from web.routes.common import (
     settings_of,
 )
 from web.tokens import digest, new_token
-from web.views import default_passkey_name
+from web.views import codes_download, default_passkey_name, site_of
 
 JSON = {"body": "json"}
 
@@ -37,12 +38,13 @@ def login_page(
     request: Request,
     *,
     error: str = "",
+    notice: str = "",
     username: str = "",
     return_to: str = "",
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Template:
-    context = {"error": error, "username": username, "return_to": return_to}
+    context = {"error": error, "notice": notice, "username": username, "return_to": return_to}
     return render(
         request,
         page="pages/login.html",
@@ -51,6 +53,48 @@ def login_page(
         status=status,
         headers=headers,
     )
+
+
+SIGNED_OUT_ELSEWHERE = "You were signed out from another session."
+SESSION_EXPIRED = "Your session expired. Please sign in again."
+SIGNED_IN_WITH_NEW_CODES = (
+    "You are signed in. Two-factor authentication is on for your account, "
+    "so here are your recovery codes."
+)
+
+
+def codes_once(
+    request: Request,
+    completed: signin.Completed,
+    continue_to: str,
+    *,
+    words: str = SIGNED_IN_WITH_NEW_CODES,
+) -> Template:
+    """The new recovery codes, shown once, before going on to `continue_to` (after
+    enroll-at-login, and after the first sign-in since 2FA came on without codes)."""
+    context = {
+        "codes": completed.codes,
+        "codes_title": "Save your recovery codes",
+        "continue_to": continue_to,
+        "signed_in_words": words,
+        "download": codes_download(completed.username, site_of(settings_of(request)), utcnow()),
+    }
+    return render(
+        request,
+        page="pages/enrolled.html",
+        partial="partials/login/enrolled.html",
+        context=context,
+        token=completed.token,
+    )
+
+
+def finished(
+    request: Request, completed: signin.Completed, continue_to: str
+) -> Response | Template:
+    """Where a completed sign-in goes: its new codes first when it created some."""
+    if completed.codes:
+        return codes_once(request, completed, continue_to)
+    return redirect(request, continue_to, token=completed.token)
 
 
 def return_to_of(fields: dict[str, Any]) -> str:
@@ -64,10 +108,20 @@ class LoginController(Controller):
 
     @get("/", sync_to_thread=True)
     def show(self, request: Request, db: DB, return_to: FromQuery[str] = "") -> Template | Response:
+        token = request.cookies.get(sessions.COOKIE)
+        existed = sessions.names_a_session(db, token)
         viewer = sessions.load(request, db)
         if viewer is not None and viewer.session.state == "full":
             return redirect(request, safe_return_to(return_to))
-        return login_page(request, return_to=safe_return_to(return_to) if return_to else "")
+        notice = ""
+        if token and viewer is None:  # the cookie names a session that is no more
+            notice = SESSION_EXPIRED if existed else SIGNED_OUT_ELSEWHERE
+        page = login_page(
+            request, notice=notice, return_to=safe_return_to(return_to) if return_to else ""
+        )
+        if notice:
+            sessions.clear_cookie(page)  # say it once
+        return page
 
     @post("/", sync_to_thread=True)
     def submit(
@@ -126,9 +180,9 @@ class LoginController(Controller):
         return response
 
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
-    def passkey_finish(self, request: Request, db: DB, body: RawBody) -> Response:
+    def passkey_finish(self, request: Request, db: DB, body: RawBody) -> Response | Template:
         credential, fields = ceremony.read_credential(body)
-        token = signin.passkey_sign_in(
+        completed = signin.passkey_sign_in(
             db,
             settings_of(request),
             client(request),
@@ -136,7 +190,7 @@ class LoginController(Controller):
             login_binding(request),
             replaces=request.cookies.get(sessions.COOKIE),
         )
-        return redirect(request, return_to_of(fields), token=token)
+        return finished(request, completed, return_to_of(fields))
 
 
 class SecondFactorController(Controller):
@@ -157,6 +211,7 @@ class SecondFactorController(Controller):
     ) -> Template:
         count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
         context = {
+            "admin_required": viewer.session.partial_reason == "admin-required",
             "enroll": twofactor.needs_enrollment_at_login(viewer.user, count),
             "default_passkey_name": default_passkey_name(request.headers.get("user-agent", "")),
             "error": error,
@@ -172,6 +227,11 @@ class SecondFactorController(Controller):
     ) -> Template:
         return self._page(request, db, viewer, return_to=safe_return_to(return_to))
 
+    @get("/recovery", sync_to_thread=False)
+    def recovery_page(self) -> Response:
+        """The form posts here; a reload or a bookmark of it lands on the step itself."""
+        return Response(content=None, status_code=303, headers={"Location": "/login/2fa"})
+
     @post("/recovery", sync_to_thread=True)
     def recovery_code(
         self, request: Request, db: DB, viewer: Current, data: URLEncodedBody[dict[str, Any]]
@@ -180,7 +240,7 @@ class SecondFactorController(Controller):
         return_to = safe_return_to(field(data, "return_to"))
         try:
             rate_limit(request, "sign-in")
-            token, _ = signin.second_factor_code(
+            completed = signin.second_factor_code(
                 db, settings_of(request), client(request), viewer, code
             )
         except Refused as refusal:
@@ -194,7 +254,7 @@ class SecondFactorController(Controller):
                 error=str(refusal.detail),
                 status=refusal.status_code,
             )
-        return redirect(request, return_to, token=token)
+        return finished(request, completed, return_to)
 
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
     def passkey_start(self, request: Request, db: DB, viewer: Current) -> Response:
@@ -215,12 +275,14 @@ class SecondFactorController(Controller):
         return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
 
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
-    def passkey_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
+    def passkey_finish(
+        self, request: Request, db: DB, viewer: Current, body: RawBody
+    ) -> Response | Template:
         credential, fields = ceremony.read_credential(body)
-        token = signin.second_factor_passkey(
+        completed = signin.second_factor_passkey(
             db, settings_of(request), client(request), viewer, credential
         )
-        return redirect(request, return_to_of(fields), token=token)
+        return finished(request, completed, return_to_of(fields))
 
     @post("/enroll/start", sync_to_thread=True, opt=JSON)
     def enroll_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
@@ -251,17 +313,12 @@ class SecondFactorController(Controller):
         token, codes = signin.enroll_at_login(
             db, settings_of(request), client(request), viewer, credential, name
         )
-        context = {
-            "codes": codes,
-            "codes_title": "Save your recovery codes",
-            "continue_to": return_to_of(fields),
-        }
-        return render(
+        completed = signin.Completed(token, codes, viewer.user.username)
+        return codes_once(
             request,
-            page="pages/enrolled.html",
-            partial="partials/login/enrolled.html",
-            context=context,
-            token=token,
+            completed,
+            return_to_of(fields),
+            words="Your passkey is registered and you are signed in.",
         )
 
 
