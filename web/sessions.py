@@ -211,7 +211,8 @@ def _demote(request: Request, db: Session, viewer: Viewer) -> None:
 def login_url(request: Request) -> str:
     """Sign-in, coming back to the page asked for (percent-encoded: it goes into headers)."""
     path = request.url.path
-    if request.method == "GET" and path not in {"/", "/account"}:
+    htmx = request.headers.get("hx-request") == "true"  # a partial is no place to land
+    if request.method == "GET" and not htmx and path not in {"/", "/account"}:
         return f"/login?return_to={quote(path, safe='/')}"
     return "/login"
 

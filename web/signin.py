@@ -7,6 +7,7 @@ Each function does one whole step in one transaction and returns the new session
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, update
@@ -24,7 +25,16 @@ from web.settings import Settings
 from web.users import lock_user
 
 BAD_CREDENTIALS = "Incorrect username or password."
-LOCKED = "Too many failed attempts. This account is locked for 15 minutes."
+LOCKED = "Too many failed attempts. This account is locked."
+
+
+def locked_message(locked_until: datetime) -> str:
+    """The lock message says until when: "… Try again after 22:19 UTC." (the minute is
+    rounded up, so "after" is never early)."""
+    until = locked_until + timedelta(seconds=59)
+    return f"{LOCKED} Try again after {until.strftime('%H:%M')} UTC."
+
+
 TOO_MANY_SECOND_FACTOR = "Too many failed attempts. Please sign in again in 15 minutes."
 WRONG_CODE = "That recovery code is not valid or was already used."
 
@@ -97,7 +107,8 @@ def password_sign_in(
     now = utcnow()
     if found is not None and twofactor.is_locked(found.locked_until, now):
         wait = int((found.locked_until - now).total_seconds()) + 1  # type: ignore[operator]
-        raise Refused(429, LOCKED, headers={"Retry-After": str(wait)})
+        message = locked_message(found.locked_until)  # type: ignore[arg-type]
+        raise Refused(429, message, headers={"Retry-After": str(wait)})
     if not verify_password(found.password_hash if found else None, password) or found is None:
         if found is not None:
             _fail_password(db, found, client)

@@ -26,7 +26,10 @@ from tests.e2e.conftest import (
     stop_server,
 )
 
-LOCKED = "Too many failed attempts. This account is locked for 15 minutes."
+# rev 2: the lock message says until when
+LOCKED = re.compile(
+    r"^Too many failed attempts\. This account is locked\. Try again after \d\d:\d\d UTC\.$"
+)
 CREATE = """async (options) => {
   const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options);
   return (await navigator.credentials.create({ publicKey })).toJSON();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -93,11 +94,19 @@ def login_binding(request: Request) -> str:
 HOME = "/account"
 
 
+# Not places to land after signing in: a step or a form's POST route (deeper than
+# /account/<section>: …/passkeys/1/rename, …/recovery-codes/regenerate), sign-in, sign-out.
+NOT_A_DESTINATION = re.compile(r"/account/[^/]+/|/login(/|$)|/logout(/|$)")
+
+
 def safe_return_to(value: str | None) -> str:
-    """Only local paths: "/x" but never "//host" or "/\\host"."""
+    """Only local full pages: "/x" but never "//host" or "/\\host", and never a partial or a
+    form's POST route (after sign-in a person lands on a page, not on …/rename)."""
     if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
         return HOME
     if any(ch in value for ch in "\r\n\t\\") or len(value) > 512:
+        return HOME
+    if NOT_A_DESTINATION.match(value.split("?", 1)[0]):
         return HOME
     return value
 
