@@ -99,9 +99,14 @@ def test_enable_with_a_new_passkey(page, server, authenticator):
     codes = read_codes(card(page))
     with page.expect_download() as download:
         card(page).get_by_role("link", name="Download").click()
-    assert download.value.suggested_filename == "barycenter-recovery-codes.txt"
+    # rev 2: the file names the account, the site and the date (name and content)
+    assert re.fullmatch(
+        rf"barycenter-recovery-codes-{username}-localhost-\d{{4}}-\d\d-\d\d\.txt",
+        download.value.suggested_filename,
+    ), download.value.suggested_filename
     text = Path(download.value.path()).read_text()
     assert all(code in text for code in codes)
+    assert text.startswith(f"Recovery codes for {username} at localhost, created ")
     facts = server.status(username)
     assert facts["user2faEnabled"] and facts["effective2fa"]
     assert facts["passkeyCount"] == 1 and facts["recoveryCodesRemaining"] == 10
