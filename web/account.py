@@ -146,6 +146,7 @@ def enable_2fa(
         if challenge.data.get("mode") == "new":
             name = challenge.data["name"]
             passkey = register_passkey(db, settings, client, user, challenge, credential, name)
+            passkey.last_used_at = utcnow()  # it just turned 2FA on: used, not "Never"
         else:
             passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         user.user_2fa_enabled = True

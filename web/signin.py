@@ -271,6 +271,7 @@ def enroll_at_login(
         if not twofactor.needs_enrollment_at_login(user, passkey_count(db, user.id)):  # type: ignore[arg-type]
             raise Refused(409, "This account already has a passkey. Verify with it instead.")
         passkey = register_passkey(db, settings, client, user, challenge, credential, name)
+        passkey.last_used_at = utcnow()  # it completes this sign-in: used, not "Never"
         codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
         user.failed_login_count = 0
         db.add(user)
