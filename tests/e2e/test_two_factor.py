@@ -342,7 +342,13 @@ def test_admin_requiring_2fa_sends_a_live_session_to_the_second_factor(page, ser
     page.goto(f"{server.base_url}/account")
     expect(page).to_have_url(f"{server.base_url}/login/2fa")
 
+    # rev 2 (§4.1b): the page says why, and the finish shows the new codes once
+    expect(
+        page.get_by_text("Your administrator now requires two-factor authentication.")
+    ).to_be_visible()
     page.get_by_role("button", name="Verify with a passkey").click()
+    read_codes(page.locator("#second-factor"))
+    page.get_by_role("link", name="I have saved these codes").click()
     expect(account_heading(page)).to_be_visible()
     expect(status(page)).to_have_text(REQUIRED)
 
