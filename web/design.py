@@ -121,6 +121,12 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "recovery-codes": (RECOVERY, account(enabled=True)),
     "recovery-codes-low": (RECOVERY, account(enabled=True, remaining=2)),
     "recovery-codes-step-up": (RECOVERY, account(enabled=True, rc_mode="step-up")),
+    "recovery-codes-question": (RECOVERY, account(enabled=True, rc_mode="confirm")),
+    "recovery-codes-none-yet": (RECOVERY, account(required=True, remaining=0, two_factor=two_factor_view(SampleUser(requires_2fa=True), 2, 0, 0))),  # type: ignore[arg-type]
+    "recovery-codes-all-used": (RECOVERY, account(enabled=True, remaining=0)),
+    "recovery-codes-changed-elsewhere": (RECOVERY, account(enabled=True, rc_error="Your recovery codes were changed in another window or device. This is what they are now; nothing else was changed.")),
+    "passkeys-last-refused": (PASSKEYS_PARTIAL, account(enabled=True, passkeys=PASSKEYS[:1], pk_refused=1, pk_error="You can't remove your last passkey while two-factor authentication is on. Add another passkey first, or turn two-factor authentication off.")),
+    "two-factor-already-required": (TWO_FACTOR, account(required=True, tf_error="Your administrator already requires two-factor authentication.")),
     "recovery-codes-new": (RECOVERY, account(enabled=True, rc_mode="codes", codes=CODES)),
     "sessions": ("partials/account/sessions.html", account()),
     "sessions-one": ("partials/account/sessions.html", account(sessions=SESSIONS[:1])),

@@ -30,6 +30,20 @@
     if (flash) flash.textContent = "";
   });
 
+  // A new ceremony or a refused htmx request: the older messages give way to the newer.
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest("[data-passkey-action]")) return;
+    const flash = document.querySelector("[data-flash]");
+    if (flash) flash.textContent = "";
+  });
+
+  document.addEventListener("htmx:responseError", function () {
+    document.querySelectorAll("[data-passkey-status]").forEach(function (status) {
+      status.textContent = "";
+      status.removeAttribute("data-kind");
+    });
+  });
+
   // ---- focus after a full-page post with an error -----------------------------------
   function focusError() {
     const main = document.querySelector("main");
