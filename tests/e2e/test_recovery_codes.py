@@ -346,3 +346,19 @@ def test_new_states_pass_axe_and_work_by_keyboard(page, server, authenticator):
     page.keyboard.press("Enter")
     expect_focus_on_heading(page, "Save your recovery codes")
     check_accessibility(page, "codes created")
+
+
+def test_a_passkey_sign_in_also_shows_the_new_codes_once(page, server, authenticator):
+    username = signed_in(page, server, "pk-sign-in")
+    add_passkey(page, "Laptop")
+    page.wait_for_load_state("networkidle")
+    credentials = away_from_passkey(page, authenticator)
+    server.set_required(username, True)
+    put_credentials(add_authenticator(page), credentials)
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    expect_focus_on_heading(page, "Save your recovery codes")
+    expect(page.locator("ol.codes code")).to_have_count(10)
+    assert server.status(username)["recoveryCodesRemaining"] == 10
+    page.get_by_role("link", name="I have saved these codes").click()
+    account(page)
+    expect(section(page).get_by_text("10 of 10 recovery codes remain")).to_be_visible()

@@ -69,6 +69,7 @@ def codes_once(
     continue_to: str,
     *,
     words: str = SIGNED_IN_WITH_NEW_CODES,
+    root_id: str = "second-factor",
 ) -> Template:
     """The new recovery codes, shown once, before going on to `continue_to` (after
     enroll-at-login, and after the first sign-in since 2FA came on without codes)."""
@@ -77,6 +78,7 @@ def codes_once(
         "codes_title": "Save your recovery codes",
         "continue_to": continue_to,
         "signed_in_words": words,
+        "root_id": root_id,
         "download": codes_download(completed.username, site_of(settings_of(request)), utcnow()),
     }
     return render(
@@ -89,11 +91,11 @@ def codes_once(
 
 
 def finished(
-    request: Request, completed: signin.Completed, continue_to: str
+    request: Request, completed: signin.Completed, continue_to: str, root_id: str = "second-factor"
 ) -> Response | Template:
     """Where a completed sign-in goes: its new codes first when it created some."""
     if completed.codes:
-        return codes_once(request, completed, continue_to)
+        return codes_once(request, completed, continue_to, root_id=root_id)
     return redirect(request, continue_to, token=completed.token)
 
 
@@ -190,7 +192,7 @@ class LoginController(Controller):
             login_binding(request),
             replaces=request.cookies.get(sessions.COOKIE),
         )
-        return finished(request, completed, return_to_of(fields))
+        return finished(request, completed, return_to_of(fields), root_id="sign-in")
 
 
 class SecondFactorController(Controller):
