@@ -76,9 +76,13 @@
 
   function localTimes(root) {
     if (!window.Intl || !Intl.DateTimeFormat) return;
+    // (dateStyle can't be combined with timeZoneName: the fields one by one)
     const format = new Intl.DateTimeFormat(undefined, {
-      dateStyle: "medium",
-      timeStyle: "short",
+      year: "numeric",
+      month: "short",
+      day: "numeric",
+      hour: "2-digit",
+      minute: "2-digit",
       timeZoneName: "short",
     });
     root.querySelectorAll("time[datetime]:not([data-local])").forEach(function (time) {
@@ -158,8 +162,8 @@
   });
 
   function start() {
-    enhance(document);
     focusError();
+    enhance(document);
   }
 
   if (document.readyState === "loading") {

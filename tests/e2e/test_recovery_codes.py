@@ -362,3 +362,62 @@ def test_a_passkey_sign_in_also_shows_the_new_codes_once(page, server, authentic
     page.get_by_role("link", name="I have saved these codes").click()
     account(page)
     expect(section(page).get_by_text("10 of 10 recovery codes remain")).to_be_visible()
+
+
+# ---- errors a person notices; phones -----------------------------------------------------
+
+
+def test_errors_are_noticed_where_they_happen(page, server, authenticator):
+    username = server.create_user("errors")
+    sign_in(page, server, username, password="not-the-password")
+    password = page.get_by_label("Password")
+    expect(password).to_be_focused()  # a full-page post with an error: focus to the field
+    expect(password).to_have_attribute("aria-invalid", "true")
+    expect(password).to_have_attribute("aria-describedby", "sign-in-error")
+    expect(page.locator("#sign-in-error")).to_have_text("Incorrect username or password.")
+
+    sign_in(page, server, username)
+    account(page)
+    add_passkey(page, "Laptop")
+    # a passkey form's refusal looks like an error and marks its field
+    footer = page.locator("#passkeys .card-footer")
+    footer.get_by_label("Passkey name").fill("   ")
+    footer.get_by_role("button", name="Add a passkey").click()
+    status = footer.locator("[data-passkey-status]")
+    expect(status).to_have_text("Give the passkey a name.")
+    expect(status).to_have_attribute("data-kind", "error")
+    field = footer.get_by_label("Passkey name")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    assert field.get_attribute("aria-describedby") == status.get_attribute("id")
+    # the newer message replaces the older one: no red and grey side by side
+    page.locator("#passkeys").get_by_role("link", name="Rename Laptop").click()
+    expect(page.locator("#flash")).to_be_empty()
+
+    # a wrong recovery code, as a full-page post: the field takes the focus
+    server.set_required(username, True)
+    away_from_passkey(page, authenticator)
+    sign_in(page, server, username)
+    page.get_by_label("Recovery code").fill("AAAA-BBBB-CCCC")
+    page.get_by_role("button", name="Verify code").click()
+    code = page.get_by_label("Recovery code")
+    expect(code).to_be_focused()
+    expect(code).to_have_attribute("aria-describedby", "second-factor-error")
+
+
+def test_tap_targets_on_a_touch_screen(new_context: NewContext, server: Server):
+    phone = new_context(viewport={"width": 375, "height": 740}, has_touch=True, is_mobile=True)
+    page = phone.new_page()
+    first = add_authenticator(page)
+    signed_in(page, server, "touch")
+    enable(page)
+    add_passkey_name = "A passkey with a very long name that keeps going and going on"
+    another_device(page, first)
+    add_passkey(page, add_passkey_name)
+    small = page.evaluate(
+        """() => Array.from(document.querySelectorAll('main button, main .btn, main input'))
+          .filter((e) => e.offsetParent !== null && e.type !== 'hidden')
+          .map((e) => [e.textContent.trim() || e.name, e.getBoundingClientRect().height])
+          .filter(([, h]) => h < 44)"""
+    )
+    assert small == [], f"tap targets under 44 px: {small}"
+    assert page.evaluate(SIDEWAYS) <= 0, "the page scrolls sideways"
