@@ -21,7 +21,7 @@ install: $(STAMP)
 ## run: serve http://localhost:8000 (and the admin API on 127.0.0.1:9091) with a demo user
 run: install
 	@mkdir -p data
-	@test -s data/admin_token || $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > data/admin_token
+	@test -s data/admin_token || (umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(32))" > data/admin_token)
 	@$(VENV)/bin/barycenter-account db upgrade
 	@echo "demo-password-123" | $(VENV)/bin/barycenter-account create-user demo --display-name "Demo User" --password-stdin --exists-ok
 	@echo ""

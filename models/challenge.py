@@ -14,6 +14,7 @@ PURPOSES = (
     "recovery-codes",
     "enroll-at-login",
     "remove-passkey",
+    "reauth",
 )
 
 

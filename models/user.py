@@ -7,7 +7,8 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from models.base import utcnow
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+USERNAME_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
+r"""In full: `\Z`, so no trailing newline slips through (`$` allows one)."""
 
 
 class User(SQLModel, table=True):

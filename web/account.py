@@ -15,9 +15,10 @@ from sqlmodel import Session, select
 from models import AuthSession, Passkey, User, WebAuthnChallenge, utcnow
 from models.passkey import passkey_count
 from models.recovery import recovery_codes_remaining
-from web import ceremony, events, passkeys, recovery, sessions, twofactor
+from web import ceremony, events, lockout, passkeys, recovery, sessions, twofactor
 from web.client import ClientInfo
 from web.errors import Refused
+from web.passwords import MAX_PASSWORD_LENGTH
 from web.settings import Settings
 from web.users import lock_user
 from web.views import browser_and_os, name_for_new_passkey
@@ -26,10 +27,78 @@ NAME_MAX = 64
 T = TypeVar("T")
 
 
-def require(decision: twofactor.Decision) -> None:
-    """Turn a refusal of the rules (web.twofactor) into the answer the user sees."""
+CONFIRMABLE = ("passkeys", "two-factor", "recovery-codes")
+"""Sections whose action may need "Confirm it's you" first (issue 10 adds "password")."""
+
+
+def require(decision: twofactor.Decision, *, then: str = "") -> None:
+    """Turn a refusal of the rules (web.twofactor) into the answer the user sees. A refusal
+    for want of recent authentication names the step that resolves it (for the shim)."""
     if not decision.allowed:
-        raise Refused(decision.status, decision.message)
+        step = f"/account/confirm?then={then}" if decision.code and then else ""
+        raise Refused(decision.status, decision.message, code=decision.code, step=step)
+
+
+def confirm_target(raw: Any) -> str:
+    """The `then` of a confirmation: one of the sections, or a 422."""
+    if raw not in CONFIRMABLE:
+        raise Refused(422, "That step is not known. Reload the page and try again.")
+    return str(raw)
+
+
+WRONG_PASSWORD = "That password is not right. Try again."  # noqa: S105 (a message)
+
+
+def confirm_with_password(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, password: Any
+) -> str:
+    """ "Confirm it's you" with the password (accounts without a passkey). Counts toward the
+    lockout like a sign-in; success: recent authentication and a new token. The caller
+    commits (an action may go on in the same transaction)."""
+    if passkey_count(db, viewer.user.id) > 0:  # type: ignore[arg-type]
+        raise Refused(409, "Confirm with one of your passkeys.")
+    if not isinstance(password, str) or not password:
+        raise Refused(422, "Enter your password.")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise Refused(422, WRONG_PASSWORD)
+    try:
+        user = lockout.check_password(
+            db,
+            viewer.user.id,  # type: ignore[arg-type]
+            password,
+            client,
+            fail_kind="reauth_failed",
+        )
+    except Refused as refusal:
+        if refusal.status_code == 401:
+            raise Refused(422, WRONG_PASSWORD) from None
+        raise
+    lockout.release_attempt(db, user, completed=False)
+    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+    token = sessions.confirm_identity(db, session, factor=None, passkey_id=None)
+    events.record(db, user.id, "reauth", ip=client.ip, method="password")  # type: ignore[arg-type]
+    viewer.session = session
+    viewer.user = user
+    return token
+
+
+def confirm_with_passkey(
+    db: Session,
+    settings: Settings,
+    client: ClientInfo,
+    viewer: sessions.Viewer,
+    credential: dict[str, Any],
+) -> str:
+    """ "Confirm it's you" with one of the user's existing passkeys (the challenge allowed
+    only those): recent authentication and a new token, in one commit."""
+
+    def effect(challenge: Any) -> str:
+        passkey = passkeys.verify_authentication(db, settings, challenge, credential)
+        token = _mark_step_up(db, viewer, settings, passkey)
+        events.record(db, viewer.user.id, "reauth", ip=client.ip, method="passkey")  # type: ignore[arg-type]
+        return token
+
+    return _finish(db, client, viewer, credential, "reauth", effect)
 
 
 def clean_name(raw: Any) -> str:
@@ -89,10 +158,10 @@ def _finish(
 def _mark_step_up(
     db: Session, viewer: sessions.Viewer, settings: Settings, passkey: Passkey
 ) -> str:
-    """A passkey assertion in this session: step-up time, aal2, new token."""
+    """A passkey assertion in this session: recent authentication, aal2, new token."""
     session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
     factor = twofactor.amr_for_passkey(passkey.backup_eligible)
-    token = sessions.upgrade_session(db, session, settings, factor=factor, passkey_id=passkey.id)
+    token = sessions.confirm_identity(db, session, factor=factor, passkey_id=passkey.id)
     viewer.session = session
     return token
 
@@ -125,6 +194,8 @@ def add_passkey(
 ) -> Passkey:
     def effect(challenge: Any) -> Passkey:
         user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+        if passkey_count(db, user.id) >= twofactor.MAX_PASSKEYS:  # type: ignore[arg-type]
+            raise Refused(409, twofactor.TOO_MANY_PASSKEYS)
         return register_passkey(db, settings, client, user, challenge, credential, name)
 
     return _finish(db, client, viewer, credential, "register", effect)
@@ -221,13 +292,17 @@ def _remove_passkey(
 ) -> None:
     """Remove a passkey (the caller commits); other sessions signed in with it end."""
     passkey = check_removal(db, viewer, passkey_id)
+    user = viewer.user
     events.record(db, viewer.user.id, "passkey_removed", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
-    sessions.end_sessions_with_passkey(db, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
-    if viewer.session.passkey_id == passkey.id:
-        session = db.get(AuthSession, viewer.session.id)
-        if session is not None:
+    sessions.end_sessions_with_passkey(db, user.id, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
+    session = db.get(AuthSession, viewer.session.id)
+    if session is not None:
+        if session.passkey_id == passkey.id:
             session.passkey_id = None
-            db.add(session)
+        session.confirmed_passkey_ids = [
+            i for i in session.confirmed_passkey_ids or [] if i != passkey.id
+        ]
+        db.add(session)
     db.delete(passkey)
 
 
@@ -300,7 +375,7 @@ def check_codes_version(db: Session, viewer: sessions.Viewer, seen: str) -> None
 
 
 def regenerate_codes(
-    db: Session, client: ClientInfo, viewer: sessions.Viewer, seen: str | None
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, seen: str | None = None
 ) -> list[str]:
     """Replace the recovery codes (the caller has checked step-up) and commit."""
     codes = _regenerate_codes(db, client, viewer, seen)

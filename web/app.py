@@ -27,6 +27,7 @@ from web.protection import check_request, security_headers
 from web.routes.account import AccountController, home
 from web.routes.health import healthz
 from web.routes.login import LoginController, SecondFactorController, logout
+from web.routes.wellknown import webauthn_origins
 from web.settings import Settings, get_settings
 from web.views import when
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     route_handlers: list = [
         home,
         healthz,
+        webauthn_origins,
         logout,
         LoginController,
         SecondFactorController,
@@ -78,7 +80,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         ),
         csrf_config=CSRFConfig(
             secret=settings.secret_key,
-            cookie_name="barycenter_csrf",
+            cookie_name=settings.csrf_cookie,
             header_name="x-csrftoken",
             cookie_secure=settings.secure_cookies,
             cookie_httponly=True,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlmodel import col, delete, or_
+from sqlmodel import col, delete, or_, select
 
 from models import AuthSession, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
-from models.session import FULL
+from models.session import FULL, PARTIAL
+from web import sessions
 from web.db import Database
 from web.settings import Settings
 
@@ -18,6 +19,12 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
     now = utcnow()
     idle_cutoff = now - timedelta(seconds=settings.session_ttl)
     with database.session() as db:
+        expired_partial = db.exec(
+            select(AuthSession).where(
+                col(AuthSession.expires_at) <= now, col(AuthSession.state) == PARTIAL
+            )
+        ).all()
+        sessions.record_incomplete(db, list(expired_partial))
         counts = {
             "sessions": db.exec(
                 delete(AuthSession).where(

@@ -12,7 +12,7 @@ import sys
 
 import uvicorn
 
-from web.settings import Settings
+from web.settings import ConfigError, Settings
 
 log = logging.getLogger("barycenter")
 
@@ -61,6 +61,21 @@ async def _cleanup_forever(settings: Settings) -> None:
             log.exception("cleanup failed")
 
 
+async def _reminders_forever(settings: Settings) -> None:
+    """The day-before reminders of pending 2FA requirements (web/reminders.py): at start,
+    then every `reminder_interval` seconds. Each goes once, whatever restarts in between."""
+    from web.db import connect
+    from web.reminders import send_due_reminders
+
+    database = connect(settings.database_url)
+    while True:
+        try:
+            await asyncio.to_thread(send_due_reminders, database)
+        except Exception:  # keep serving; the next run will try again
+            log.exception("reminders failed")
+        await asyncio.sleep(settings.reminder_interval)
+
+
 async def _serve(
     servers: list[uvicorn.Server],
     sockets: list[socket.socket | None],
@@ -73,6 +88,8 @@ async def _serve(
     ]
     if with_cleanup and settings.cleanup_interval > 0:
         tasks.append(asyncio.create_task(_cleanup_forever(settings)))
+    if with_cleanup and settings.reminder_interval > 0:
+        tasks.append(asyncio.create_task(_reminders_forever(settings)))
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.should_exit = True
@@ -204,11 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # "Running upgrade …" only if asked
     args = parser().parse_args(argv)
-    if args.command == "serve":
-        serve(args)
-        return 0
-    handlers = {"create-user": create_user_command, "db": db_command, "cleanup": cleanup_command}
-    return handlers[args.command](args)
+    try:
+        if args.command == "serve":
+            serve(args)
+            return 0
+        handlers = {
+            "create-user": create_user_command,
+            "db": db_command,
+            "cleanup": cleanup_command,
+        }
+        return handlers[args.command](args)
+    except ConfigError as problem:  # a setting that must be fixed before anything runs
+        print(f"barycenter-account: configuration error: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

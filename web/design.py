@@ -8,6 +8,7 @@ does not provide.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from web.views import SECTION_STATE, EventView, PasskeyView, SessionView, two_factor_view
@@ -19,6 +20,13 @@ class SampleUser:
     display_name: str = "Ada Lovelace"
     requires_2fa: bool = False
     user_2fa_enabled: bool = False
+    requires_2fa_from: datetime | None = None
+    requirement_reminded_at: datetime | None = None
+
+
+SAMPLE_NOW = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+"""The samples' clock: a requirement "from 8 December 2026" is still pending then."""
+GRACE_ENDS = datetime(2026, 12, 8, 14, 5, tzinfo=UTC)
 
 
 CODES = [
@@ -50,16 +58,21 @@ EVENTS = [
 
 def account(
     *, required: bool = False, enabled: bool = False, passkeys: list[PasskeyView] | None = None,
-    remaining: int = 10, **state: Any,
+    remaining: int = 10, required_from: datetime | None = None, **state: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """An account page context in a given state (same keys as web.views.account_context)."""
-    user = SampleUser(requires_2fa=required, user_2fa_enabled=enabled)
+    user = SampleUser(
+        requires_2fa=required, user_2fa_enabled=enabled, requires_2fa_from=required_from
+    )
     keys = PASSKEYS if passkeys is None else passkeys
     context: dict[str, Any] = {
         "user": user,
         "display_name": user.display_name,
         "passkeys": keys,
-        "two_factor": two_factor_view(user, len(keys), remaining),  # type: ignore[arg-type]
+        "two_factor": two_factor_view(
+            user, len(keys), remaining, 10 if remaining else 0, SAMPLE_NOW
+        ),  # type: ignore[arg-type]
+        "accepted": {"rp_id": "localhost", "user_id": "dXNlcg", "credential_ids": "Y3JlZA"},
         "sessions": SESSIONS,
         "events": EVENTS,
         "default_passkey_name": "Chrome on Mac OS X",
@@ -104,6 +117,9 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "account-2fa-on": ("pages/account.html", account(enabled=True)),
     "account-2fa-required": ("pages/account.html", account(required=True)),
     "account-2fa-both": ("pages/account.html", account(required=True, enabled=True)),
+    "account-2fa-pending": ("pages/account.html", account(required=True, required_from=GRACE_ENDS)),
+    "account-2fa-pending-on": ("pages/account.html", account(required=True, enabled=True, required_from=GRACE_ENDS)),
+    "requirement-notice": ("partials/account/requirement_notice.html", account(required=True, required_from=GRACE_ENDS)),
     "account-no-passkeys": ("pages/account.html", account(passkeys=[])),
     "two-factor-enroll-new": (TWO_FACTOR, account(passkeys=[], tf_mode="enroll")),
     "two-factor-enroll-existing": (TWO_FACTOR, account(tf_mode="enroll")),
@@ -117,12 +133,15 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "passkeys-rename-error": (PASSKEYS_PARTIAL, account(pk_editing=1, pk_name_value="", pk_error="Give the passkey a name.")),
     "passkeys-remove-confirm": (PASSKEYS_PARTIAL, account(pk_confirming=2)),
     "passkeys-remove-step-up": (PASSKEYS_PARTIAL, account(pk_step_up=2)),
+    "passkeys-confirm-passkey": (PASSKEYS_PARTIAL, account(confirm_in="passkeys")),
+    "passkeys-confirm-password": (PASSKEYS_PARTIAL, account(passkeys=[], confirm_in="passkeys", confirm_error="That password is not right. Try again.")),
+    "two-factor-confirm": (TWO_FACTOR, account(passkeys=[], confirm_in="two-factor")),
     "passkeys-removed": (PASSKEYS_PARTIAL, account(passkeys=PASSKEYS[:1], notice="Passkey removed.", notice_in="passkeys", signal={"rp_id": "localhost", "user_id": "dXNlcg", "credential_ids": "Y3JlZA"})),
     "recovery-codes": (RECOVERY, account(enabled=True)),
     "recovery-codes-low": (RECOVERY, account(enabled=True, remaining=2)),
     "recovery-codes-step-up": (RECOVERY, account(enabled=True, rc_mode="step-up")),
     "recovery-codes-question": (RECOVERY, account(enabled=True, rc_mode="confirm")),
-    "recovery-codes-none-yet": (RECOVERY, account(required=True, remaining=0, two_factor=two_factor_view(SampleUser(requires_2fa=True), 2, 0, 0))),  # type: ignore[arg-type]
+    "recovery-codes-none-yet": (RECOVERY, account(required=True, remaining=0, two_factor=two_factor_view(SampleUser(requires_2fa=True), 2, 0, 0, SAMPLE_NOW))),  # type: ignore[arg-type]
     "recovery-codes-all-used": (RECOVERY, account(enabled=True, remaining=0)),
     "recovery-codes-changed-elsewhere": (RECOVERY, account(enabled=True, rc_error="Your recovery codes were changed in another window or device. This is what they are now; nothing else was changed.")),
     "passkeys-last-refused": (PASSKEYS_PARTIAL, account(enabled=True, passkeys=PASSKEYS[:1], pk_refused=1, pk_error="You can't remove your last passkey while two-factor authentication is on. Add another passkey first, or turn two-factor authentication off.")),

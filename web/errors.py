@@ -8,6 +8,7 @@ stack trace or a raw JSON body in a page.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
@@ -32,10 +33,27 @@ MESSAGES = {
 
 
 class Refused(HTTPException):
-    """A refusal with a message meant for the person using the page."""
+    """A refusal with a message meant for the person using the page. `code` (and `data`) are
+    for scripts: a JSON answer carries them next to the message, e.g.
+    `{"detail": …, "code": "unknown-credential", "credentialId": …}`."""
 
-    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        code: str = "",
+        step: str = "",
+        data: dict[str, Any] | None = None,
+    ):
         super().__init__(status_code=status, detail=message, headers=headers)
+        self.code = code
+        """Machine-readable reason for the passkey shim (e.g. "reauth-required")."""
+        self.step = step
+        """Where the step that resolves it is (GET, a section in that state)."""
+        self.data = data or {}
+        """More machine-readable facts for JSON answers (e.g. the unknown credential's id)."""
 
 
 class RedirectTo(Exception):  # noqa: N818  (a control-flow signal, not a failure)
@@ -67,11 +85,13 @@ def message_for(exc: HTTPException) -> str:
     return MESSAGES.get(exc.status_code, "The request could not be completed.")
 
 
-def refusal_response(request: Request, status: int, message: str, headers=None) -> Response:
+def refusal_response(
+    request: Request, status: int, message: str, headers=None, extra: dict[str, Any] | None = None
+) -> Response:
     headers = dict(headers or {})
     headers["Cache-Control"] = "no-store"
     if wants_json(request):
-        return Response({"detail": message}, status_code=status, headers=headers)
+        return Response({**(extra or {}), "detail": message}, status_code=status, headers=headers)
     if is_htmx(request):
         # htmx does not swap 4xx/5xx (see responseHandling); base.js shows this text.
         return Response(message, status_code=status, media_type=MediaType.TEXT, headers=headers)
@@ -88,7 +108,12 @@ def http_exception_handler(request: Request, exc: HTTPException) -> Response:
     if status >= 500:
         log.error("server error on %s %s: %s", request.method, request.url.path, exc.detail)
         return refusal_response(request, 500, "Something went wrong on our side.")
-    return refusal_response(request, status, message_for(exc), exc.headers)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, Refused) and exc.code:
+        extra = {**exc.data, "code": exc.code}
+        if exc.step:
+            extra["step"] = exc.step
+    return refusal_response(request, status, message_for(exc), exc.headers, extra)
 
 
 def redirect_handler(request: Request, exc: RedirectTo) -> Response:

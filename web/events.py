@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from models import SecurityEvent, utcnow
+from web.twofactor import date_words
 
 RECENT = 20
 
@@ -50,7 +52,10 @@ def describe(event: SecurityEvent) -> str:
     words = {
         "2fa_enabled": "Two-factor authentication turned on",
         "2fa_disabled": "Two-factor authentication turned off",
-        "2fa_required": "Two-factor authentication required by an administrator",
+        "2fa_required": _required_words(d.get("from")),
+        "2fa_requirement_reminder": _reminder_words(d.get("from")),
+        "unlocked": "Account unlocked by an administrator",
+        "signed_out_everywhere": "Signed out of every session by an administrator",
         "2fa_not_required": "Administrator no longer requires two-factor authentication",
         "passkey_added": f"Passkey “{name}” added",
         "passkey_renamed": f"Passkey “{d.get('old', '')}” renamed to “{name}”",
@@ -69,6 +74,10 @@ def describe(event: SecurityEvent) -> str:
         "locked": "Account locked for 15 minutes after repeated failures",
         "sessions_revoked": "Signed out of other sessions",
         "user_created": "Account created",
+        "reauth": _reauth_words(d.get("method", "")),
+        "reauth_failed": "Failed attempt to confirm it's you",
+        "sign_in_incomplete": "Password entered; sign-in not completed",
+        "enrolled_at_login": f"Passkey “{name}” registered at sign-in; other sessions signed out",
     }
     text = words.get(event.kind, event.kind.replace("_", " ").capitalize())
     if by_admin and event.kind in {"2fa_enabled", "2fa_disabled"}:
@@ -81,6 +90,35 @@ def _session_revoked_words(detail: dict[str, Any]) -> str:
     if browser and ip:
         return f"Signed out a session ({browser}, IP {ip})"
     return "Signed out a session"
+
+
+def _reauth_words(method: str) -> str:
+    return {
+        "passkey": "Confirmed it's you with a passkey",
+        "password": "Confirmed it's you with your password",
+    }.get(method, "Confirmed it's you")
+
+
+def _date_words(value: Any) -> str:
+    """An ISO 8601 date of an event's detail in words ("8 December 2026, 14:05 UTC")."""
+    try:
+        return date_words(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    except ValueError:
+        return ""
+
+
+def _required_words(start: Any) -> str:
+    words = _date_words(start) if start else ""
+    if words:
+        return f"Two-factor authentication required by an administrator from {words}"
+    return "Two-factor authentication required by an administrator"
+
+
+def _reminder_words(start: Any) -> str:
+    words = _date_words(start) if start else ""
+    if words:
+        return f"Reminder sent: two-factor authentication will be required from {words}"
+    return "Reminder sent: two-factor authentication will be required soon"
 
 
 def _sign_in_words(method: str) -> str:
@@ -96,6 +134,8 @@ def is_warning(event: SecurityEvent) -> bool:
     return event.kind in {
         "sign_in_failed",
         "second_factor_failed",
+        "reauth_failed",
+        "sign_in_incomplete",
         "locked",
         "passkey_clone_suspected",
     }

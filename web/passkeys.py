@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
 from webauthn import (
     generate_authentication_options,
@@ -252,7 +253,7 @@ def verify_registration(
             credential=credential,
             expected_challenge=challenge.challenge,
             expected_rp_id=settings.rp_id,
-            expected_origin=settings.effective_origin,
+            expected_origin=settings.expected_origins,
             require_user_verification=False,
             supported_pub_key_algs=ALGORITHMS,
         )
@@ -300,6 +301,24 @@ def _raw_id(credential: dict[str, Any]) -> bytes:
     return raw_id
 
 
+UNKNOWN_CREDENTIAL = "unknown-credential"
+NOT_REGISTERED = "That passkey is not registered with this account."
+
+
+def refuse_unknown_credential(db: Session, credential: dict[str, Any]) -> None:
+    """Passkey sign-in with a credential this site does not know (removed, or never ours):
+    a 400 with the code `unknown-credential` and the credential ID, so that the shim can
+    tell the password manager (`PublicKeyCredential.signalUnknownCredential`)."""
+    raw_id = _raw_id(credential)
+    if passkey_by_credential_id(db, raw_id) is None:
+        raise Refused(
+            400,
+            NOT_REGISTERED,
+            code=UNKNOWN_CREDENTIAL,
+            data={"credentialId": bytes_to_base64url(raw_id)},
+        )
+
+
 class SignCountRegression(Refused):
     """The authenticator's counter went backwards: possibly a cloned authenticator."""
 
@@ -327,7 +346,7 @@ def verify_authentication(
         raise Refused(400, "That passkey can't be used here.")
     passkey = passkey_by_credential_id(db, raw_id)
     if passkey is None:
-        raise Refused(400, "That passkey is not registered with this account.")
+        raise Refused(400, NOT_REGISTERED)
     if challenge.user_id is not None and passkey.user_id != challenge.user_id:
         raise Refused(400, "That passkey can't be used here.")
     if owner is not None:  # discoverable sign-in: the userHandle must name the owner
@@ -339,7 +358,7 @@ def verify_authentication(
             credential=credential,
             expected_challenge=challenge.challenge,
             expected_rp_id=settings.rp_id,
-            expected_origin=settings.effective_origin,
+            expected_origin=settings.expected_origins,
             credential_public_key=passkey.public_key,
             credential_current_sign_count=passkey.sign_count,
             require_user_verification=bool(challenge.data.get("require_uv")),
@@ -391,6 +410,10 @@ def store_passkey(db: Session, user: User, new: NewCredential, name: str) -> Pas
         backup_state=new.backup_state,
         name=name,
     )
-    db.add(passkey)
-    db.flush()
+    try:
+        with db.begin_nested():  # a concurrent registration of the same ID: 409, not 500
+            db.add(passkey)
+            db.flush()
+    except IntegrityError:
+        raise Refused(409, "This passkey is already registered.") from None
     return passkey

@@ -19,6 +19,7 @@ SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
 }
+HSTS = "max-age=31536000; includeSubDomains"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -30,17 +31,24 @@ def security_headers(message: Message, scope: Scope) -> None:
         headers = MutableScopeHeaders.from_message(message)
         for name, value in SECURITY_HEADERS.items():
             headers[name] = value
+        app = scope.get("app")
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        if settings is not None and settings.https:  # SPEC §7: HSTS on an https origin
+            headers["strict-transport-security"] = HSTS
 
 
 def check_request(request: Request) -> None:
     """Before every handler: state changes only from our own origin, in the declared type."""
     if request.method not in UNSAFE:
         return
+    settings = request.app.state.settings
     origin = request.headers.get("origin")
-    expected = request.app.state.settings.effective_origin
-    if origin is not None and origin != expected:
+    if origin is not None and origin not in settings.expected_origins:
         raise Refused(403, "Requests from other sites are refused.")
-    if request.headers.get("sec-fetch-site") == "cross-site":
+    # A related origin (BARYCENTER_RELATED_ORIGINS) is another site, but one of ours (SPEC §9).
+    if request.headers.get("sec-fetch-site") == "cross-site" and not (
+        origin is not None and origin in settings.related_origins
+    ):
         raise Refused(403, "Requests from other sites are refused.")
     body = request.route_handler.opt.get("body", "form")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -3,6 +3,7 @@ process shares them. A fixed one-minute window per key; over the limit answers 4
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -13,6 +14,20 @@ from web.db import Database
 from web.errors import Refused
 
 WINDOW = timedelta(minutes=1)
+
+
+def ip_key(ip: str) -> str:
+    """Per-IP counting groups IPv6 addresses by /64 (one host's whole allocation); IPv4
+    addresses (also IPv4-mapped ones) count alone. Unparsable text counts as itself."""
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return ip[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def hit(database: Database, key: str, limit: int) -> None:

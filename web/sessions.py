@@ -19,7 +19,7 @@ from sqlmodel import Session, col, delete, select, update
 
 from models import AuthSession, User, utcnow
 from models.session import FULL, PARTIAL
-from web import twofactor
+from web import events, twofactor
 from web.client import ClientInfo
 from web.db import SAFE_METHODS
 from web.errors import RedirectTo, Refused
@@ -27,6 +27,7 @@ from web.settings import Settings
 from web.tokens import digest, new_token
 
 COOKIE = "barycenter_session"
+"""The cookie's name on http://localhost; `__Host-barycenter_session` when Secure."""
 TOUCH_EVERY = timedelta(seconds=60)
 
 
@@ -38,9 +39,14 @@ class Viewer:
     session: AuthSession
 
 
+def token_of(request: Request) -> str | None:
+    """The session token from this request's cookie (its name depends on Secure)."""
+    return request.cookies.get(request.app.state.settings.session_cookie)
+
+
 def set_cookie(response: Response, token: str, settings: Settings) -> None:
     response.set_cookie(
-        COOKIE,
+        settings.session_cookie,
         token,
         path="/",
         httponly=True,
@@ -49,8 +55,8 @@ def set_cookie(response: Response, token: str, settings: Settings) -> None:
     )
 
 
-def clear_cookie(response: Response) -> None:
-    response.delete_cookie(COOKIE, path="/")
+def clear_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(settings.session_cookie, path="/")
 
 
 def start_session(
@@ -81,7 +87,8 @@ def start_session(
             last_seen_at=now,
             expires_at=now + timedelta(seconds=lifetime),
             passkey_id=passkey_id,
-            reauth_at=now if passkey_id is not None else None,
+            # a completed sign-in is recent authentication (§4.1); a partial one is not yet
+            reauth_at=None if partial else now,
             user_agent=client.user_agent,
             ip=client.ip,
         )
@@ -92,12 +99,11 @@ def start_session(
 def upgrade_session(
     db: Session, session: AuthSession, settings: Settings, *, factor: str, passkey_id: int | None
 ) -> str:
-    """A passkey or recovery code verified: full, aal2, a new token. The caller commits.
-    Used for the second factor at sign-in and for every step-up in a full session."""
+    """A second factor (passkey or recovery code) completed the sign-in: full, aal2, recent
+    authentication, a new token. The caller commits."""
     now = utcnow()
     token = new_token()
-    if session.state != FULL:  # the 24 h of a full session start now; a step-up keeps them
-        session.expires_at = now + timedelta(seconds=settings.session_absolute_ttl)
+    session.expires_at = now + timedelta(seconds=settings.session_absolute_ttl)
     session.token_hash = digest(token)
     session.state = FULL
     session.amr = ["pwd", factor] if "pwd" in session.amr else [factor]
@@ -106,9 +112,33 @@ def upgrade_session(
     session.auth_time = now
     session.last_seen_at = now
     session.partial_reason = ""
+    session.reauth_at = now
     if passkey_id is not None:
         session.passkey_id = passkey_id
-        session.reauth_at = now
+    db.add(session)
+    return token
+
+
+def confirm_identity(
+    db: Session, session: AuthSession, *, factor: str | None, passkey_id: int | None
+) -> str:
+    """ "Confirm it's you" (or another assertion with an existing passkey) in a full session:
+    recent authentication now, a new token (§9). The passkey it signed in with stays; a
+    confirming passkey joins `confirmed_passkey_ids` (removing it ends this session too).
+    A passkey assertion also makes the session aal2. The caller commits."""
+    now = utcnow()
+    token = new_token()
+    session.token_hash = digest(token)
+    session.reauth_at = now
+    session.last_seen_at = now
+    if factor is not None:
+        session.amr = ["pwd", factor] if "pwd" in session.amr else [factor]
+        session.acr = "aal2"
+        session.mfa_verified = True
+    if passkey_id is not None and passkey_id != session.passkey_id:
+        confirmed = list(session.confirmed_passkey_ids or [])
+        if passkey_id not in confirmed:
+            session.confirmed_passkey_ids = [*confirmed, passkey_id]
     db.add(session)
     return token
 
@@ -151,7 +181,7 @@ _LIVE_OF_USER = (
 
 def load(request: Request, db: Session) -> Viewer | None:
     """The session named by the cookie, if it exists and has not expired."""
-    token = request.cookies.get(COOKIE)
+    token = token_of(request)
     if not token or len(token) > 128:
         return None
     params = {"token_hash": digest(token)}
@@ -193,10 +223,12 @@ def names_a_session(db: Session, token: str | None) -> bool:
 
 
 def _demote(request: Request, db: Session, viewer: Viewer) -> None:
-    """A full session that no longer meets the rules becomes a partial one."""
+    """A full session that no longer meets the rules becomes a partial one; its
+    `partial_reason` says why ("admin-required": /login/2fa tells the user)."""
     settings = request.app.state.settings
-    expires = utcnow() + timedelta(seconds=settings.partial_session_ttl)
-    reason = "admin-required" if viewer.user.requires_2fa else "2fa-on"  # /login/2fa says why
+    now = utcnow()
+    expires = now + timedelta(seconds=settings.partial_session_ttl)
+    reason = twofactor.demotion_reason(viewer.user, now)
     statement = (
         update(AuthSession)
         .where(col(AuthSession.id) == viewer.session.id)
@@ -223,7 +255,7 @@ def provide_viewer(request: Request, db: NamedDependency[Session]) -> Viewer:
     if viewer is None:
         raise RedirectTo(login_url(request), status=401, message="Please sign in.")
     if viewer.session.state == FULL and not twofactor.session_meets_rules(
-        viewer.user, viewer.session
+        viewer.user, viewer.session, utcnow()
     ):
         _demote(request, db, viewer)
     if viewer.session.state != FULL:
@@ -241,7 +273,7 @@ def provide_pending(request: Request, db: NamedDependency[Session]) -> Viewer:
             "/login", status=401, message="Your sign-in expired. Please sign in again."
         )
     if viewer.session.state == FULL:
-        if twofactor.session_meets_rules(viewer.user, viewer.session):
+        if twofactor.session_meets_rules(viewer.user, viewer.session, utcnow()):
             raise RedirectTo("/account", status=409, message="You are already signed in.")
         _demote(request, db, viewer)
     return viewer
@@ -260,8 +292,23 @@ def reread(db: Session, session_id: int) -> AuthSession:
     return session
 
 
+def record_incomplete(db: Session, doomed: list[AuthSession]) -> None:
+    """SPEC §9: a pending second factor that ends without completing is recorded ("Password
+    entered; sign-in not completed"). Sessions demoted by an administrator's new requirement
+    were not a password just entered: not recorded."""
+    for row in doomed:
+        if row.state == PARTIAL and not row.partial_reason:
+            events.record(db, row.user_id, "sign_in_incomplete", ip=row.ip)
+
+
 def end_partial_sessions(db: Session, user_id: int) -> None:
     """A lockout ends every sign-in of the user that is still waiting for a second factor."""
+    pending = db.exec(
+        select(AuthSession).where(
+            col(AuthSession.user_id) == user_id, col(AuthSession.state) == PARTIAL
+        )
+    ).all()
+    record_incomplete(db, list(pending))
     db.exec(
         delete(AuthSession).where(
             col(AuthSession.user_id) == user_id, col(AuthSession.state) == PARTIAL
@@ -282,11 +329,23 @@ def end_other_sessions(db: Session, user_id: int, keep_id: int | None) -> int:
     return db.exec(query).rowcount  # type: ignore[attr-defined]
 
 
-def end_sessions_with_passkey(db: Session, passkey_id: int, keep_id: int) -> int:
-    query = delete(AuthSession).where(
-        col(AuthSession.passkey_id) == passkey_id, col(AuthSession.id) != keep_id
-    )
-    return db.exec(query).rowcount  # type: ignore[attr-defined]
+def end_sessions_with_passkey(db: Session, user_id: int, passkey_id: int, keep_id: int) -> int:
+    """End every other session of the user that signed in with the passkey or confirmed its
+    identity with it (a JSON list: filtered here, the same on SQLite and PostgreSQL)."""
+    rows = db.exec(
+        select(AuthSession.id, AuthSession.passkey_id, AuthSession.confirmed_passkey_ids).where(
+            col(AuthSession.user_id) == user_id, col(AuthSession.id) != keep_id
+        )
+    ).all()
+    doomed = [
+        row_id
+        for row_id, signed_in_with, confirmed in rows
+        if signed_in_with == passkey_id or passkey_id in (confirmed or [])
+    ]
+    if not doomed:
+        return 0
+    db.exec(delete(AuthSession).where(col(AuthSession.id).in_(doomed)))
+    return len(doomed)
 
 
 def sessions_of(db: Session, user_id: int) -> list[AuthSession]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/barycenter.db"
+ADMIN_TOKEN_MIN_LENGTH = 32
 
 
 def _bool(value: str | None, default: bool | None, name: str) -> bool | None:
@@ -33,6 +36,60 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number, not {value!r}") from None
 
 
+class ConfigError(ValueError):
+    """A setting that must stop start-up, with a message that says how to fix it."""
+
+
+DEFAULT_PORTS = {"https": 443, "http": 80}
+HOST_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+"""A DNS name in ASCII (internationalised names as punycode, xn--…)."""
+
+
+def parse_origin(entry: str, name: str = "BARYCENTER_RELATED_ORIGINS") -> str:
+    """One origin as browsers serialise it ("https://login.example.com"): https, or
+    http://localhost[:port]; no path, query, fragment or user. Anything else is refused."""
+    problem = f"{name}: {entry!r} is not a bare origin such as https://login.example.com"
+    if any(ch.isspace() or ord(ch) < 32 for ch in entry):
+        raise ConfigError(problem)
+    try:
+        parts = urlsplit(entry)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(problem) from None
+    host = (parts.hostname or "").lower()
+    if (
+        parts.scheme.lower() not in DEFAULT_PORTS
+        or not HOST_RE.match(host)
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "?" in entry
+        or "#" in entry
+    ):
+        raise ConfigError(problem)
+    scheme = parts.scheme.lower()
+    if scheme == "http" and host != "localhost":
+        raise ConfigError(f"{name}: {entry!r} must use https (http only for localhost)")
+    if port is None or port == DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def parse_origins(value: str, name: str = "BARYCENTER_RELATED_ORIGINS") -> tuple[str, ...]:
+    """A comma-separated list of origins: trimmed, checked, without repeats."""
+    origins: list[str] = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        origin = parse_origin(entry, name)
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
+
+
 def _data_dir(database_url: str) -> Path:
     """The folder beside a SQLite file, or ./data for any other database."""
     if database_url.startswith("sqlite:///") and not database_url.endswith(":memory:"):
@@ -47,9 +104,16 @@ def _secret_key(data_dir: Path) -> str:
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(0o600)
+    write_secret_file(path, key)
     return key
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Create a file readable by its owner only FROM THE START (0600 at creation: no window
+    in which another user could open it, as a chmod after writing leaves)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 @dataclass(frozen=True)
@@ -84,16 +148,63 @@ class Settings:
     """Template reload and the /_design gallery."""
     cleanup_interval: int = 300
     """Seconds between runs of the expiry clean-up inside `serve`; 0 turns it off."""
+    reauth_seconds: int = 600
+    """How long a sign-in or a "Confirm it's you" counts as recent authentication (§4.1)."""
+    related_origins: tuple[str, ...] = ()
+    """Other origins allowed to use this RP ID (WebAuthn related origin requests)."""
+    reminder_interval: int = 300
+    """Seconds between runs of the grace-period reminder job inside `serve`; 0 turns it off."""
+
+    def __post_init__(self) -> None:
+        if self.admin_token and len(self.admin_token) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"BARYCENTER_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_LENGTH} characters "
+                f"(it has {len(self.admin_token)}). Generate one with: "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        if self.reauth_seconds < 0:
+            raise ValueError("BARYCENTER_REAUTH_SECONDS must be 0 (always ask) or more")
 
     @property
     def effective_origin(self) -> str:
         return self.origin or f"http://localhost:{self.port}"
 
     @property
+    def expected_origins(self) -> list[str]:
+        """Every origin a ceremony or a state-changing request may come from: ours first."""
+        return [
+            self.effective_origin,
+            *(o for o in self.related_origins if o != self.effective_origin),
+        ]
+
+    @property
     def secure_cookies(self) -> bool:
         if self.cookie_secure is not None:
             return self.cookie_secure
         return not self.effective_origin.startswith("http://localhost")
+
+    def cookie_name(self, name: str, *, narrow_path: bool = False) -> str:
+        """SPEC §7/§9: `__Host-` for Path=/ cookies when Secure, `__Secure-` for a cookie
+        with a narrower path; plain names on http://localhost."""
+        if not self.secure_cookies:
+            return name
+        return ("__Secure-" if narrow_path else "__Host-") + name
+
+    @property
+    def session_cookie(self) -> str:
+        return self.cookie_name("barycenter_session")
+
+    @property
+    def csrf_cookie(self) -> str:
+        return self.cookie_name("barycenter_csrf")
+
+    @property
+    def ceremony_cookie(self) -> str:
+        return self.cookie_name("barycenter_ceremony", narrow_path=True)
+
+    @property
+    def https(self) -> bool:
+        return self.effective_origin.startswith("https://")
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -114,8 +225,10 @@ class Settings:
             "cookie_secure": _bool(cookie_secure, None, "BARYCENTER_COOKIE_SECURE"),
             "session_ttl": _int(env, "BARYCENTER_SESSION_TTL", 3600),
             "ip_limit_per_minute": _int(env, "BARYCENTER_IP_LIMIT_PER_MINUTE", 30),
+            "reauth_seconds": _int(env, "BARYCENTER_REAUTH_SECONDS", 600),
             "trusted_proxies": tuple(p.strip() for p in proxies.split(",") if p.strip()),
             "dev": _bool(env.get("BARYCENTER_DEV"), False, "BARYCENTER_DEV"),
+            "related_origins": parse_origins(env.get("BARYCENTER_RELATED_ORIGINS", "")),
         }
         values.update(overrides)
         if "secret_key" not in values:

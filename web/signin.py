@@ -7,7 +7,6 @@ Each function does one whole step in one transaction and returns the new session
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, update
@@ -16,25 +15,16 @@ from models import User, utcnow
 from models.passkey import passkey_count
 from models.recovery import recovery_codes_remaining
 from models.user import user_by_handle, user_by_username
-from web import ceremony, events, passkeys, recovery, sessions, twofactor
+from web import ceremony, events, lockout, passkeys, recovery, sessions, twofactor
 from web.account import register_passkey
 from web.client import ClientInfo
 from web.errors import Refused
+from web.lockout import BAD_CREDENTIALS, check_password, release_attempt
 from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
 from web.settings import Settings
 from web.users import lock_user
 
-BAD_CREDENTIALS = "Incorrect username or password."
-LOCKED = "Too many failed attempts. This account is locked."
-
-
-def locked_message(locked_until: datetime) -> str:
-    """The lock message says until when: "… Try again after 22:19 UTC." (the minute is
-    rounded up, so "after" is never early)."""
-    until = locked_until + timedelta(seconds=59)
-    return f"{LOCKED} Try again after {until.strftime('%H:%M')} UTC."
-
-
+LOCKED = "Too many failed attempts. This account is locked for 15 minutes."
 TOO_MANY_SECOND_FACTOR = "Too many failed attempts. Please sign in again in 15 minutes."
 WRONG_CODE = "That recovery code is not valid or was already used."
 
@@ -66,27 +56,6 @@ def _codes_if_none(db: Session, user_id: int, client: ClientInfo) -> list[str]:
     return codes
 
 
-def _fail_password(db: Session, user: User, client: ClientInfo) -> None:
-    """Count a failure (atomically, shared by every process); the 5th locks the account."""
-    now = utcnow()
-    count = db.exec(
-        update(User)
-        .where(col(User.id) == user.id)
-        .values(failed_login_count=User.failed_login_count + 1)
-        .returning(User.failed_login_count)
-    ).one()[0]
-    events.record(db, user.id, "sign_in_failed", ip=client.ip)  # type: ignore[arg-type]
-    locked_until = twofactor.lock_after_failure(count, now)
-    if locked_until is not None:
-        db.exec(
-            update(User)
-            .where(col(User.id) == user.id)
-            .values(locked_until=locked_until, failed_login_count=0)
-        )
-        events.record(db, user.id, "locked", ip=client.ip)  # type: ignore[arg-type]
-    db.commit()
-
-
 def password_sign_in(
     db: Session,
     settings: Settings,
@@ -103,21 +72,13 @@ def password_sign_in(
     if len(username) > 64 or len(password) > MAX_PASSWORD_LENGTH:
         raise Refused(401, BAD_CREDENTIALS)
     found = user_by_username(db, username)
-    db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
-    now = utcnow()
-    if found is not None and twofactor.is_locked(found.locked_until, now):
-        wait = int((found.locked_until - now).total_seconds()) + 1  # type: ignore[operator]
-        message = locked_message(found.locked_until)  # type: ignore[arg-type]
-        raise Refused(429, message, headers={"Retry-After": str(wait)})
-    if not verify_password(found.password_hash if found else None, password) or found is None:
-        if found is not None:
-            _fail_password(db, found, client)
+    db.commit()
+    if found is None:
+        verify_password(None, password)  # the same argon2 work as a wrong password
         raise Refused(401, BAD_CREDENTIALS)
-    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    user = check_password(db, found.id, password, client, fail_kind="sign_in_failed")  # type: ignore[arg-type]
     partial = twofactor.password_sign_in_needs_second_factor(user)
-    if not partial:  # a pending second factor keeps counting its failures (5 end it)
-        user.failed_login_count = 0
-    user.locked_until = None
+    release_attempt(db, user, completed=not partial)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     db.add(user)
@@ -145,6 +106,7 @@ def passkey_sign_in(
     owner = user_by_handle(db, handle) if handle else None
 
     def effect(challenge: Any) -> Completed:
+        passkeys.refuse_unknown_credential(db, credential)  # the shim signals it (SPEC §9)
         if owner is None:
             raise Refused(400, "That passkey does not belong to an account here.")
         passkey = passkeys.verify_authentication(db, settings, challenge, credential, owner=owner)
@@ -191,8 +153,9 @@ def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo
 def _refuse_if_locked(db: Session, viewer: sessions.Viewer) -> User:
     """The user, locked for this transaction; a locked account finishes no second factor."""
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-    if twofactor.is_locked(user.locked_until, utcnow()):
-        raise Refused(401, TOO_MANY_SECOND_FACTOR)
+    now = utcnow()
+    if twofactor.is_locked(user.locked_until, now):
+        lockout.refuse_locked(user.locked_until, now)  # 429, Retry-After, until when (§9)
     return user
 
 
@@ -278,6 +241,9 @@ def enroll_at_login(
         fresh = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
+        # SPEC §4.2: enroll-at-login ends the user's other sessions, with its own event
+        sessions.end_other_sessions(db, user.id, keep_id=fresh.id)  # type: ignore[arg-type]
+        events.record(db, user.id, "enrolled_at_login", ip=client.ip, name=passkey.name)  # type: ignore[arg-type]
         events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=passkey.name)  # type: ignore[arg-type]
         return token, codes
 

@@ -7,24 +7,48 @@ reads like a row of the spec's table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-STEP_UP_WINDOW = timedelta(minutes=10)
 MAX_FAILED_ATTEMPTS = 5
+MAX_PASSKEYS = 32
+"""At most this many passkeys per user (SPEC §7)."""
 LOCKOUT = timedelta(minutes=15)
 
 ADMIN_REQUIRES = "Your administrator requires two-factor authentication"
 NO_CODES = "Recovery codes are only used while two-factor authentication is on."
+REAUTH_REQUIRED = "reauth-required"
+"""The machine-readable code of a refusal that needs "Confirm it's you" first (SPEC §9)."""
+CONFIRM_FIRST = "Confirm it's you to continue."
+TOO_MANY_PASSKEYS = (
+    f"You already have {MAX_PASSKEYS} passkeys, the most an account can have. "
+    "Remove one you no longer use first."
+)
 LAST_PASSKEY = (
     "You can't remove your last passkey while two-factor authentication is on. "
     "Add another passkey first, or turn two-factor authentication off."
 )
 
 
+REQUIRED_FROM = "Required by your administrator from"
+"""The card's words for a pending requirement; the date follows (SPEC §4.2)."""
+NOTICE_FROM = "Your administrator requires two-factor authentication from"
+"""The account page's notice while a requirement is pending; the date follows."""
+GRACE_DAYS_MAX = 365
+REMIND_BEFORE = timedelta(days=1)
+"""The reminder of a pending requirement goes this long before it applies."""
+ADMIN_REQUIRED = "admin-required"
+"""auth_sessions.partial_reason of a session demoted because a requirement came in force."""
+
+
 class UserFlags(Protocol):
     requires_2fa: bool
     user_2fa_enabled: bool
+    requires_2fa_from: datetime | None
+
+
+class ReminderFacts(UserFlags, Protocol):
+    requirement_reminded_at: datetime | None
 
 
 class SessionFacts(Protocol):
@@ -40,25 +64,69 @@ class Decision:
     allowed: bool
     status: int = 200
     message: str = ""
+    code: str = ""
+    """A machine-readable reason for the shim (e.g. `reauth-required`)."""
 
 
 ALLOWED = Decision(True)
 
 
-def refuse(status: int, message: str) -> Decision:
-    return Decision(False, status, message)
+def refuse(status: int, message: str, code: str = "") -> Decision:
+    return Decision(False, status, message, code)
 
 
-def effective(user: UserFlags) -> bool:
-    """Effective 2FA = requires_2fa OR user_2fa_enabled."""
-    return user.requires_2fa or user.user_2fa_enabled
+def _now(now: datetime | None) -> datetime:
+    return datetime.now(UTC) if now is None else now
 
 
-def status_words(user: UserFlags) -> str:
-    """The two-factor card's status in words."""
-    if user.requires_2fa and user.user_2fa_enabled:
+def _utc(moment: datetime) -> datetime:
+    """Stored times are UTC; some databases hand them back without a zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def requirement_in_force(user: UserFlags, now: datetime | None = None) -> bool:
+    """An administrator's requirement applies: set, and its grace period (if any) is over.
+    In force from `requires_2fa_from` on, to the instant (SPEC §9)."""
+    if not user.requires_2fa:
+        return False
+    start = user.requires_2fa_from
+    return start is None or _now(now) >= _utc(start)
+
+
+def requirement_pending(user: UserFlags, now: datetime | None = None) -> bool:
+    """An administrator's requirement is set but its grace period has not ended yet."""
+    return user.requires_2fa and not requirement_in_force(user, now)
+
+
+def required_from(user: UserFlags) -> datetime | None:
+    """When the requirement starts (or started) to apply; None: at once, or none set."""
+    if not user.requires_2fa or user.requires_2fa_from is None:
+        return None
+    return _utc(user.requires_2fa_from)
+
+
+def effective(user: UserFlags, now: datetime | None = None) -> bool:
+    """Effective 2FA = user_2fa_enabled OR (requires_2fa AND the requirement is in force)."""
+    return user.user_2fa_enabled or requirement_in_force(user, now)
+
+
+def date_words(moment: datetime) -> str:
+    """A date for people, in UTC with the zone stated: "8 December 2026, 14:05 UTC"."""
+    return _utc(moment).astimezone(UTC).strftime("%-d %B %Y, %H:%M UTC")
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with Z, to the second (the admin API, <time datetime>, events)."""
+    return _utc(moment).astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def status_words(user: UserFlags, now: datetime | None = None) -> str:
+    """The two-factor card's status in words. While a requirement is pending the status is
+    the user's own ("On"/"Off"); the card adds the dated requirement (`pending_words`)."""
+    in_force = requirement_in_force(user, now)
+    if in_force and user.user_2fa_enabled:
         return "Required by your administrator (also turned on by you)"
-    if user.requires_2fa:
+    if in_force:
         return "Required by your administrator"
     return "On" if user.user_2fa_enabled else "Off"
 
@@ -72,23 +140,40 @@ def _requirement_applies(user: UserFlags) -> bool:
     return user.requires_2fa
 
 
+def pending_words(user: UserFlags, now: datetime | None = None) -> str:
+    """ "Required by your administrator from 8 December 2026, 14:05 UTC" while pending, else "".
+    Templates show REQUIRED_FROM and the date (in a <time>) from the same facts."""
+    start = required_from(user)
+    if start is None or not requirement_pending(user, now):
+        return ""
+    return f"{REQUIRED_FROM} {date_words(start)}"
+
+
+def shows_requirement_notice(user: UserFlags, now: datetime | None = None) -> bool:
+    """The dated notice at the top of the account page: pending, and 2FA not on yet."""
+    return requirement_pending(user, now) and not user.user_2fa_enabled
+
+
 def can_enable(user: UserFlags) -> Decision:
     """A user may turn their own 2FA on (after the enrollment ceremony), except while an
     administrator's requirement is in force: 2FA is on already, and enrolling again would
     only replace the recovery codes the user saved (SPEC §4.1b)."""
     if user.user_2fa_enabled:
         return refuse(409, "Two-factor authentication is already on.")
-    if _requirement_applies(user):
+    if requirement_in_force(user):
         return refuse(409, ALREADY_REQUIRED)
     return ALLOWED
 
 
-def shows_enable_button(user: UserFlags) -> bool:
-    return can_enable(user).allowed
+def shows_enable_button(user: UserFlags, now: datetime | None = None) -> bool:
+    """ "Enable" is offered unless it is on, or a requirement is in force (SPEC §4.1b);
+    during a grace period it is offered (§4.2)."""
+    return can_enable(user).allowed and not requirement_in_force(user, now)
 
 
 def can_disable(user: UserFlags) -> Decision:
-    """A user may turn their own 2FA off unless an administrator requires it."""
+    """A user may turn their own 2FA off unless an administrator requires it (a pending
+    requirement too: SPEC §4.2)."""
     if user.requires_2fa:
         return refuse(403, ADMIN_REQUIRES)
     if not user.user_2fa_enabled:
@@ -100,47 +185,152 @@ def shows_disable_button(user: UserFlags) -> bool:
     return can_disable(user).allowed
 
 
-def can_remove_passkey(user: UserFlags, passkey_count: int) -> Decision:
+def can_remove_passkey(
+    user: UserFlags, passkey_count: int, now: datetime | None = None
+) -> Decision:
     """Never remove the last passkey while effective 2FA is on."""
-    if passkey_count <= 1 and effective(user):
+    if passkey_count <= 1 and effective(user, now):
         return refuse(409, LAST_PASSKEY)
     return ALLOWED
 
 
-def password_sign_in_needs_second_factor(user: UserFlags) -> bool:
+def password_sign_in_needs_second_factor(user: UserFlags, now: datetime | None = None) -> bool:
     """Password correct: a full session when 2FA is off, a partial one when it is on."""
-    return effective(user)
+    return effective(user, now)
 
 
-def session_meets_rules(user: UserFlags, session: SessionFacts) -> bool:
-    """A full session stops meeting the rules when 2FA becomes effective without MFA."""
+def session_meets_rules(
+    user: UserFlags, session: SessionFacts, now: datetime | None = None
+) -> bool:
+    """A full session stops meeting the rules when 2FA becomes effective without MFA (also
+    when a grace period ends: the next request finds the requirement in force)."""
     if session.state != "full":
         return False
-    return session.mfa_verified or not effective(user)
+    return session.mfa_verified or not effective(user, now)
 
 
-def needs_enrollment_at_login(user: UserFlags, passkey_count: int) -> bool:
+def demotion_reason(user: UserFlags, now: datetime | None = None) -> str:
+    """Why a full session was sent to /login/2fa: "admin-required" when an administrator's
+    requirement (now in force) is the cause, else "" (SPEC §4.1b: /login/2fa says so)."""
+    return ADMIN_REQUIRED if requirement_in_force(user, now) else ""
+
+
+def needs_enrollment_at_login(
+    user: UserFlags, passkey_count: int, now: datetime | None = None
+) -> bool:
     """Effective 2FA but no passkey: offer passkey registration on /login/2fa."""
-    return effective(user) and passkey_count == 0
+    return effective(user, now) and passkey_count == 0
 
 
-def has_recent_step_up(session: SessionFacts, now: datetime) -> bool:
-    """A passkey assertion succeeded in this session in the last 10 minutes."""
-    return session.reauth_at is not None and now - session.reauth_at <= STEP_UP_WINDOW
+def recently_authenticated(session: SessionFacts, now: datetime, seconds: int) -> bool:
+    """SPEC §4.1/§9: this session signed in (all factors done) or confirmed the user's
+    identity at most `seconds` ago (exactly `seconds` still counts; 0 = always ask)."""
+    if seconds <= 0 or session.state != "full" or session.reauth_at is None:
+        return False
+    return now - session.reauth_at <= timedelta(seconds=seconds)
 
 
-def needs_step_up(session: SessionFacts, now: datetime) -> bool:
-    """Removing a passkey and regenerating recovery codes need a fresh passkey assertion."""
-    return not has_recent_step_up(session, now)
+def confirm_method(passkey_count: int) -> str:
+    """How "Confirm it's you" asks: a passkey when the account has one, else the password."""
+    return "passkey" if passkey_count > 0 else "password"
 
 
-def shows_recovery_codes(user: UserFlags) -> bool:
-    return effective(user)
+def _then_recent(
+    decision: Decision, session: SessionFacts, now: datetime, seconds: int
+) -> Decision:
+    """What the rules refuse anyway is refused first (no ceremony for it); then recency."""
+    if not decision.allowed or recently_authenticated(session, now, seconds):
+        return decision
+    return refuse(403, CONFIRM_FIRST, REAUTH_REQUIRED)
 
 
-def can_regenerate_codes(user: UserFlags) -> Decision:
+def can_add_passkey(
+    session: SessionFacts, passkey_count: int, now: datetime, seconds: int
+) -> Decision:
+    """Adding a passkey: under the limit of 32, and recent authentication."""
+    if passkey_count >= MAX_PASSKEYS:
+        return _then_recent(refuse(409, TOO_MANY_PASSKEYS), session, now, seconds)
+    return _then_recent(ALLOWED, session, now, seconds)
+
+
+def can_enable_with_new_passkey(
+    user: UserFlags, session: SessionFacts, passkey_count: int, now: datetime, seconds: int
+) -> Decision:
+    """Enabling 2FA with a new passkey is adding one (enabling with an existing passkey is
+    itself the assertion, so it needs no more than can_enable)."""
+    decision = can_enable(user)
+    if not decision.allowed:
+        return decision
+    return can_add_passkey(session, passkey_count, now, seconds)
+
+
+def can_remove_passkey_now(
+    user: UserFlags, session: SessionFacts, passkey_count: int, now: datetime, seconds: int
+) -> Decision:
+    """Removing a passkey: never the last one with 2FA on; then recent authentication."""
+    return _then_recent(can_remove_passkey(user, passkey_count), session, now, seconds)
+
+
+def can_regenerate_codes_now(
+    user: UserFlags, session: SessionFacts, now: datetime, seconds: int
+) -> Decision:
+    """Regenerating recovery codes: only with 2FA on; then recent authentication."""
+    return _then_recent(can_regenerate_codes(user), session, now, seconds)
+
+
+def can_change_password(session: SessionFacts, now: datetime, seconds: int) -> Decision:
+    """Changing the password (issue 10) needs recent authentication."""
+    return _then_recent(ALLOWED, session, now, seconds)
+
+
+def shows_recovery_codes(user: UserFlags, now: datetime | None = None) -> bool:
+    return effective(user, now)
+
+
+def can_regenerate_codes(user: UserFlags, now: datetime | None = None) -> Decision:
     """Recovery codes exist only while effective 2FA is on."""
-    return ALLOWED if effective(user) else refuse(409, NO_CODES)
+    return ALLOWED if effective(user, now) else refuse(409, NO_CODES)
+
+
+# ---- the grace period of an administrator's requirement (SPEC §4.2, §9) ------------------
+
+
+def check_grace_days(grace_days: int) -> Decision:
+    """`graceDays` of setUser2faRequired: 0 (at once) to 365."""
+    if grace_days < 0 or grace_days > GRACE_DAYS_MAX:
+        return refuse(422, f"graceDays must be between 0 and {GRACE_DAYS_MAX}, not {grace_days}.")
+    return ALLOWED
+
+
+def new_requirement_start(
+    user: UserFlags, grace_days: int, now: datetime | None = None
+) -> tuple[bool, datetime | None]:
+    """`setUser2faRequired(required: true, graceDays)`: (changes anything?, the new
+    `requires_2fa_from`). A new require replaces a pending date; it never moves a
+    requirement already in force back to pending."""
+    now = _now(now)
+    # to the second, so that the date shown (requiredFrom, the pages) is the exact instant
+    start = (now + timedelta(days=grace_days)).replace(microsecond=0) if grace_days > 0 else None
+    if requirement_in_force(user, now):
+        return False, user.requires_2fa_from
+    return True, start
+
+
+def reminder_wanted(start: datetime | None, now: datetime | None = None) -> bool:
+    """A day-before reminder is worth sending only when the grace is longer than a day."""
+    return start is not None and _utc(start) - _now(now) > REMIND_BEFORE
+
+
+def reminder_due(user: ReminderFacts, now: datetime | None = None) -> bool:
+    """The day-before reminder: once, while pending, not already on, in its last day."""
+    start = required_from(user)
+    return (
+        start is not None
+        and requirement_pending(user, now)
+        and not user.user_2fa_enabled
+        and user.requirement_reminded_at is None
+        and _now(now) >= start - REMIND_BEFORE
+    )
 
 
 def issues_codes_at_sign_in(user: UserFlags, codes_on_record: int) -> bool:
@@ -182,6 +372,23 @@ def enabling_issues_codes(remaining: int) -> bool:
 
 def is_locked(locked_until: datetime | None, now: datetime) -> bool:
     return locked_until is not None and locked_until > now
+
+
+def may_check_password(failed_count: int, locked_until: datetime | None, now: datetime) -> bool:
+    """SPEC §5.1/§9: a password (or second factor) is checked only while the account is not
+    locked and fewer than 5 attempts of this window are counted (each attempt is counted,
+    atomically, BEFORE the check: so at most 5 are ever checked at once)."""
+    return not is_locked(locked_until, now) and failed_count < MAX_FAILED_ATTEMPTS
+
+
+def lock_message(locked_until: datetime | None) -> str:
+    """The lock message says until when ("Try again after 22:19 UTC")."""
+    if locked_until is None:
+        return "Too many attempts at once. Try again in a minute."
+    return (
+        "Too many failed attempts. This account is locked for 15 minutes. "
+        f"Try again after {locked_until:%H:%M} UTC."
+    )
 
 
 def lock_after_failure(failed_count: int, now: datetime) -> datetime | None:

@@ -74,7 +74,7 @@ def name_for_new_passkey(chosen: str, aaguid: str, user_agent: str) -> str:
 
 
 @dataclass(frozen=True)
-class Moment:
+class Stamp:
     """A time for people: words in UTC ("29 Nov 2026, 14:05 UTC") and the ISO 8601 instant
     for `<time datetime>` (static/js/page.js rewrites it into the viewer's zone)."""
 
@@ -85,11 +85,11 @@ class Moment:
         return self.words
 
 
-def when(moment: datetime | None) -> Moment:
+def when(moment: datetime | None) -> Stamp:
     """A date for people: "29 Nov 2026, 14:05 UTC" (and its instant, for <time>)."""
     if moment is None:
-        return Moment("Never")
-    return Moment(moment.strftime("%-d %b %Y, %H:%M UTC"), moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return Stamp("Never")
+    return Stamp(moment.strftime("%-d %b %Y, %H:%M UTC"), moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 SIGN_IN_METHODS = {
@@ -108,8 +108,8 @@ class SessionView:
     browser: str
     ip: str
     method: str
-    last_seen: Moment | str
-    signed_in: Moment | str
+    last_seen: Stamp | str
+    signed_in: Stamp | str
     current: bool
 
 
@@ -128,7 +128,7 @@ def session_view(session: AuthSession, current_id: int | None) -> SessionView:
 @dataclass(frozen=True)
 class EventView:
     what: str
-    when: Moment | str
+    when: Stamp | str
     ip: str
     warning: bool
 
@@ -171,8 +171,8 @@ class PasskeyView:
     id: int
     name: str
     synced: bool
-    created: Moment | str
-    last_used: Moment | str
+    created: Stamp | str
+    last_used: Stamp | str
 
 
 def passkey_view(passkey: Passkey) -> PasskeyView:
@@ -194,19 +194,50 @@ def accepted_credentials(settings: Settings, user: User, passkeys: list[Passkey]
     }
 
 
+@dataclass(frozen=True)
+class Moment:
+    """A time as the pages show it: words in UTC inside <time datetime="iso">."""
+
+    iso: str
+    words: str
+
+
+def moment(value: datetime | None) -> Moment | None:
+    if value is None:
+        return None
+    return Moment(iso=twofactor.iso_utc(value), words=twofactor.date_words(value))
+
+
 def two_factor_view(
-    user: User, passkey_count: int, recovery_remaining: int, codes_on_record: int = 10
+    user: User,
+    passkey_count: int,
+    recovery_remaining: int,
+    codes_on_record: int = 10,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The two-factor card's facts, all decided by web.twofactor."""
+    now = now or utcnow()
+    pending = twofactor.requirement_pending(user, now)
     codes = twofactor.recovery_codes_state(user, codes_on_record, recovery_remaining)
     return {
-        "effective": twofactor.effective(user),
-        "required": user.requires_2fa,
+        "effective": twofactor.effective(user, now),
+        "required": twofactor.requirement_in_force(user, now),
         "user_enabled": user.user_2fa_enabled,
-        "status": twofactor.status_words(user),
-        "can_enable": twofactor.shows_enable_button(user),
+        "status": twofactor.status_words(user, now),
+        # a pending requirement: "Required by your administrator from <date>" (SPEC §4.2)
+        "pending": pending,
+        "pending_label": twofactor.REQUIRED_FROM,
+        "pending_words": twofactor.pending_words(user, now),
+        "required_from": moment(twofactor.required_from(user)) if pending else None,
+        "notice": twofactor.shows_requirement_notice(user, now),
+        "notice_label": twofactor.NOTICE_FROM,
+        "can_enable": twofactor.shows_enable_button(user, now),
         "can_disable": twofactor.shows_disable_button(user),
         "has_passkeys": passkey_count > 0,
+        # "Confirm it's you" asks with a passkey when there is one, else the password
+        "confirm_method": twofactor.confirm_method(passkey_count),
+        "passkeys_full": passkey_count >= twofactor.MAX_PASSKEYS,
+        "max_passkeys": twofactor.MAX_PASSKEYS,
         "shows_recovery": codes != "off",
         "recovery_state": codes,  # off | none | used | low | some
         "recovery_remaining": recovery_remaining,
@@ -248,6 +279,8 @@ SECTION_STATE: dict[str, Any] = {
     "pk_name_value": "",
     "rc_mode": "view",  # recovery codes: view | confirm | step-up | codes
     "rc_error": "",
+    "confirm_in": "",  # the section showing "Confirm it's you" (components/confirm.html)
+    "confirm_error": "",  # its alert after a wrong password
     "notice": "",
     "notice_in": "",  # the section the notice belongs to
     "signal": None,  # after a removal: the passkeys a password manager should keep
@@ -259,8 +292,9 @@ def account_context(
 ) -> dict[str, Any]:
     """Everything the account page and each of its sections render from."""
     user = viewer.user
+    now = utcnow()
     rows = passkeys_of(db, user.id)  # type: ignore[arg-type]
-    effective = twofactor.effective(user)
+    effective = twofactor.effective(user, now)
     remaining = recovery_codes_remaining(db, user.id) if effective else 0  # type: ignore[arg-type]
     on_record = recovery.on_record(db, user.id) if effective else 0  # type: ignore[arg-type]
     live = [
@@ -272,7 +306,9 @@ def account_context(
         "user": user,
         "display_name": user.display_name or user.username,
         "passkeys": [passkey_view(p) for p in rows],
-        "two_factor": two_factor_view(user, len(rows), remaining, on_record),
+        "two_factor": two_factor_view(user, len(rows), remaining, on_record, now),
+        # every page load tells the password manager which passkeys are current (Signal API)
+        "accepted": accepted_credentials(settings, user, rows),
         "sessions": current_first([session_view(s, viewer.session.id) for s in live]),
         "events": event_views(events.recent(db, user.id)),  # type: ignore[arg-type]
         "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),

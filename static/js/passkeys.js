@@ -10,6 +10,9 @@
  * Fields of the enclosing [data-passkey-form] (e.g. "name") are sent too. Messages go to the
  * nearest [data-passkey-status] (role="alert"). One delegated listener, so buttons that
  * htmx swaps in later work without re-binding; one AbortController for the ceremony.
+ * WebAuthn Signal API (feature-detected): signalAllAcceptedCredentials from a
+ * [data-signal-accepted] marker (each used once) and from a passkey sign-in's answer;
+ * signalUnknownCredential when a passkey sign-in is refused with code "unknown-credential".
  */
 (function () {
   "use strict";
@@ -142,10 +145,20 @@
     return meta ? meta.content : "";
   }
 
+  // A refusal from our server: its message for the page, and its JSON (`code`, …) if any.
   class ServerError extends Error {
-    constructor(message, status) {
+    constructor(message, data) {
       super(message);
-      this.status = status;
+      this.data = data || {};
+    }
+  }
+
+  // The server wants recent authentication first ("Confirm it's you", SPEC §4.1): `step`
+  // is the URL of the section showing that step, loaded in place of the current one.
+  class ReauthRequired extends ServerError {
+    constructor(message, step) {
+      super(message, { code: "reauth-required", step: step });
+      this.step = step;
     }
   }
 
@@ -163,16 +176,23 @@
     });
     if (!response.ok) {
       let message = "Something went wrong. Please try again.";
+      let data = null;
+      let error = null;
       try {
-        const data = await response.json();
+        data = await response.json();
         if (data && data.redirect && response.status === 401) {
           window.location.assign(data.redirect);
         }
         if (data && typeof data.detail === "string") message = data.detail;
+        if (data && data.code === "reauth-required" && typeof data.step === "string") {
+          error = new ReauthRequired(message, data.step);
+        }
       } catch (_) {
         /* not JSON: keep the generic message */
       }
-      throw new ServerError(message, response.status);
+      const refusal = error || new ServerError(message, data);
+      refusal.status = response.status; // 422: a field's value was refused (marked)
+      throw refusal;
     }
     return response;
   }
@@ -193,6 +213,14 @@
   async function applyFinish(response, button) {
     const location = response.headers.get("HX-Redirect");
     if (location) {
+      // A passkey sign-in answers with the credentials the account has now (Signal API).
+      let answer = null;
+      try {
+        answer = await response.json();
+      } catch (_) {
+        /* no JSON body */
+      }
+      if (answer && answer.signal) await signalAcceptedIds(answer.signal);
       window.location.assign(location);
       return;
     }
@@ -248,10 +276,27 @@
       if (!credential) throw new DOMException("No credential", "NotAllowedError");
       const body = Object.assign({}, fields, { credential: credentialToJSON(credential) });
       show(status, "Checking…", "progress");
-      const response = await post(button.dataset.finish, body);
+      let response;
+      try {
+        response = await post(button.dataset.finish, body);
+      } catch (error) {
+        // The server doesn't know this passkey (removed here): tell the password manager.
+        if (!register && error instanceof ServerError) {
+          signalUnknown(error.data, credential, options);
+        }
+        throw error;
+      }
       show(status, "");
       await applyFinish(response, button);
     } catch (error) {
+      if (error instanceof ReauthRequired && window.htmx && error.step.startsWith("/")) {
+        // swap the section into its "Confirm it's you" state; the focus goes to its heading
+        window.htmx.ajax("GET", error.step, {
+          target: button.dataset.target || "main",
+          swap: "outerHTML",
+        });
+        return;
+      }
       if (mine.signal.aborted && !(error instanceof ServerError)) return;
       // Autofill (conditional mediation) runs unasked: when the browser ends it, say
       // nothing (an alert on page load would be read out to screen-reader users).
@@ -304,18 +349,49 @@
     announce(notice ? notice.textContent : "");
   }
 
-  // ---- WebAuthn Signal API: after a removal, tell the password manager what remains ----
+  // ---- WebAuthn Signal API: keep password managers in step with our passkeys ----------
+  // All best effort and feature-detected: browsers without the API simply skip it.
+  function hasSignal(name) {
+    return !!window.PublicKeyCredential && typeof PublicKeyCredential[name] === "function";
+  }
+
+  // {rpId, userId, allAcceptedCredentialIds}: the passkeys this site still accepts.
+  function signalAcceptedIds(accepted) {
+    if (!hasSignal("signalAllAcceptedCredentials") || !accepted) return Promise.resolve();
+    const call = PublicKeyCredential.signalAllAcceptedCredentials({
+      rpId: accepted.rpId,
+      userId: accepted.userId,
+      allAcceptedCredentialIds: accepted.allAcceptedCredentialIds || [],
+    }).catch(function () {
+      /* best effort */
+    });
+    // never hold up a navigation for long
+    return Promise.race([call, new Promise(function (done) { window.setTimeout(done, 1000); })]);
+  }
+
+  // A [data-signal-accepted] marker (the account page, or the passkeys section after a
+  // removal) is used once, then removed: background refreshes don't repeat the signal.
   function signalAccepted(root) {
     const marker = root && root.querySelector("[data-signal-accepted]");
-    if (!marker || !window.PublicKeyCredential) return;
-    if (typeof PublicKeyCredential.signalAllAcceptedCredentials !== "function") return;
-    const ids = (marker.dataset.credentialIds || "").split(" ").filter(Boolean);
-    PublicKeyCredential.signalAllAcceptedCredentials({
+    if (!marker) return;
+    marker.removeAttribute("data-signal-accepted");
+    signalAcceptedIds({
       rpId: marker.dataset.rpId,
       userId: marker.dataset.userId,
-      allAcceptedCredentialIds: ids,
+      allAcceptedCredentialIds: (marker.dataset.credentialIds || "").split(" ").filter(Boolean),
+    });
+  }
+
+  // A passkey sign-in refused with `unknown-credential`: only for the credential that the
+  // authenticator just returned, and only when the server names that same one.
+  function signalUnknown(data, credential, options) {
+    if (!data || data.code !== "unknown-credential" || !hasSignal("signalUnknownCredential")) return;
+    if (!credential || data.credentialId !== credential.id) return;
+    PublicKeyCredential.signalUnknownCredential({
+      rpId: (options && options.rpId) || window.location.hostname,
+      credentialId: credential.id,
     }).catch(function () {
-      /* best effort: the passkey is already removed on our side */
+      /* best effort */
     });
   }
 
@@ -387,9 +463,14 @@
     run(button, "conditional");
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", startConditional);
-  } else {
+  function onLoad() {
+    signalAccepted(document); // the account page: once per page load
     startConditional();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", onLoad);
+  } else {
+    onLoad();
   }
 })();

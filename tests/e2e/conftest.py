@@ -303,3 +303,26 @@ def add_passkey(page: Page, name: str) -> None:
 
 def sign_out(page: Page) -> None:
     page.get_by_role("banner").get_by_role("button", name="Sign out").click()
+
+
+def make_stale(server: Server, username: str, minutes: int = 30) -> None:
+    """Let the recent-authentication window pass for every session of `username` (as if
+    the sign-in or confirmation was `minutes` ago), without waiting for it."""
+    from datetime import timedelta
+
+    from sqlmodel import Session, col, create_engine, select, update
+
+    from models import AuthSession, User, utcnow
+
+    engine = create_engine(server.database_url)
+    try:
+        with Session(engine) as db:
+            owner = select(User.id).where(col(User.username_key) == username.lower())
+            db.exec(  # type: ignore[call-overload]
+                update(AuthSession)
+                .where(col(AuthSession.user_id).in_(owner.scalar_subquery()))
+                .values(reauth_at=utcnow() - timedelta(minutes=minutes))
+            )
+            db.commit()
+    finally:
+        engine.dispose()

@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import add_authenticator, add_passkey, sign_in
+from tests.e2e.conftest import add_authenticator, add_passkey, make_stale, sign_in
 
 CANCELLED = "The passkey request was cancelled or timed out. Nothing was changed."
 DUPLICATE = "This device already has a passkey for your account."
@@ -94,7 +94,9 @@ def test_add_two_rename_and_remove(page, server, authenticator):
     expect(passkeys.get_by_role("button", name="Remove passkey")).to_have_count(0)
     expect(names(page)).to_have_text(["Laptop", "Work phone"])
 
-    # A password-only session must verify with a passkey before removing one (step-up).
+    # A password session whose sign-in is no longer recent must confirm with a passkey
+    # before removing one (SPEC §4.1).
+    make_stale(server, username)
     row(page, "Work phone").get_by_role("link", name="Remove").click()
     passkeys.get_by_role("button", name="Remove passkey").click()
     verify = passkeys.get_by_role("button", name="Verify with a passkey")
@@ -139,6 +141,7 @@ def test_cancelled_ceremony_shows_a_message_and_stores_nothing(page, server, aut
 def test_cancelled_step_up_keeps_the_passkey(page, server, authenticator):
     username = signed_in(page, server)
     add_passkey(page, "Laptop")
+    make_stale(server, username)
     passkeys = page.locator("#passkeys")
     row(page, "Laptop").get_by_role("link", name="Remove").click()
     passkeys.get_by_role("button", name="Remove passkey").click()

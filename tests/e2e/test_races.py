@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.e2e.conftest import PASSWORD
 from tests.e2e.http import HttpUser
 from tests.softauthn import SoftAuthenticator
 
@@ -130,3 +131,34 @@ def test_admin_require_against_user_disable(server, member, round_):
     else:  # the administrator was first: refused, nothing changed
         assert results["user"] == 403
         assert status["user2faEnabled"] and status["recoveryCodesRemaining"] == 10
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_twelve_wrong_passwords_at_once_check_at_most_five(server, round_):
+    """SPEC §5.1: at most 5 passwords are checked per lockout window however many arrive at
+    once; the rest, and then the correct password, are 429 with Retry-After."""
+    username = server.create_user("burst")
+    users = [HttpUser(server.base_url) for _ in range(12)]
+    for user in users:
+        user.page("/login")
+
+    def wrong(user: HttpUser) -> Callable[[], int]:
+        def send() -> int:
+            response = user.form("/login", {"username": username, "password": "wrong-password"})
+            if response.status_code == 429:
+                assert int(response.headers["retry-after"]) > 0
+                assert "Too many failed attempts" in response.text or "Too many" in response.text
+            return response.status_code
+
+        return send
+
+    statuses = at_once(*(wrong(user) for user in users))
+    assert set(statuses) <= {401, 429}, statuses
+    assert statuses.count(401) <= 5, statuses
+    assert statuses.count(429) >= 7, statuses
+    right = users[0].form("/login", {"username": username, "password": PASSWORD})
+    assert right.status_code == 429, right.status_code
+    assert "Try again after" in right.text and int(right.headers["retry-after"]) > 0
+    assert not any("session" in c for c in right.headers.get_list("set-cookie"))
+    for user in users:
+        user.close()

@@ -28,7 +28,7 @@ def settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         secret_key="test-secret-key-" * 3,
-        admin_token="admin-token-for-tests",
+        admin_token="admin-token-for-tests-0123456789abcdef",
         ip_limit_per_minute=0,
         port=8000,
     )

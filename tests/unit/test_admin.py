@@ -16,7 +16,7 @@ from web import recovery
 from web.admin.app import create_admin_app
 from web.protection import CSP
 
-TOKEN = "admin-token-for-tests"  # the `settings` fixture's admin token
+TOKEN = "admin-token-for-tests-0123456789abcdef"  # the `settings` fixture's admin token
 STATUS_FIELDS = (
     "username subject requires2fa user2faEnabled effective2fa passkeyEnrolled passkeyCount "
     "passkeyEnrolledAt recoveryCodesRemaining"

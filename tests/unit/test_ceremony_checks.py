@@ -27,6 +27,7 @@ from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ec
 from litestar import Litestar
 from sqlmodel import col, select, update
+from webauthn.helpers import bytes_to_base64url
 
 from models import (
     AuthSession,
@@ -398,7 +399,13 @@ def check_effect(world: World, ceremony: Ceremony, response: Any, before: dict) 
         assert not alice.user_2fa_enabled
         assert after["codes"] == []
     elif ceremony.name == "login":
-        assert response.json() == {"redirect": "/account"}
+        answer = response.json()
+        assert answer["redirect"] == "/account"
+        # rev 2 §5.6: the account's current passkeys, for the shim's Signal API call
+        assert answer["signal"]["rpId"] == "localhost"
+        assert answer["signal"]["allAcceptedCredentialIds"] == [
+            bytes_to_base64url(p[2]) for p in after["passkeys"] if p[1] == alice.id
+        ]
         (session,) = query(world.database, select(AuthSession))
         assert session.state == "full" and session.amr == ["hwk"] and session.acr == "aal2"
         assert session.mfa_verified
@@ -406,7 +413,13 @@ def check_effect(world: World, ceremony: Ceremony, response: Any, before: dict) 
         assert passkey.sign_count == 1 and passkey.last_used_at is not None
         assert world.client.page("/account").status_code == 200
     elif ceremony.name == "second-factor":
-        assert response.json() == {"redirect": "/account"}
+        answer = response.json()
+        assert answer["redirect"] == "/account"
+        # rev 2 §5.6: the account's current passkeys, for the shim's Signal API call
+        assert answer["signal"]["rpId"] == "localhost"
+        assert answer["signal"]["allAcceptedCredentialIds"] == [
+            bytes_to_base64url(p[2]) for p in after["passkeys"] if p[1] == alice.id
+        ]
         (session,) = query(world.database, select(AuthSession))
         assert session.amr == ["pwd", "hwk"] and session.acr == "aal2"
         assert world.client.page("/account").status_code == 200

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -35,6 +35,8 @@ CODE_RE = re.compile(r"<code>([A-Z0-9-]+)</code>")
 class Flags:
     requires_2fa: bool
     user_2fa_enabled: bool
+    requires_2fa_from: datetime | None = None  # None: the requirement applies at once
+    requirement_reminded_at: datetime | None = None
 
 
 @dataclass
@@ -79,9 +81,10 @@ def expected(requires: bool, enabled: bool, passkeys: int, session: str, action:
         # "A user with effective 2FA but no passkey … is offered passkey registration"
         return effective and passkeys == 0
     if action in STEP_UP_AGO:
-        # "unless a passkey assertion succeeded in this session in the last 10 minutes"
+        # §4.1: "this session signed in (all its factors done) or confirmed the user's
+        # identity within the last BARYCENTER_REAUTH_SECONDS (default 600)"
         minutes = STEP_UP_AGO[action]
-        return minutes is None or minutes > 10
+        return session == "partial" or minutes is None or minutes > 10
     # The account actions need a signed-in, full session that meets the rules.
     if not meets:
         return SECOND_FACTOR_FIRST
@@ -118,7 +121,7 @@ def actual(user: Flags, passkeys: int, facts: Facts, action: str, now: datetime)
     if action == "enroll-at-login":
         return twofactor.needs_enrollment_at_login(user, passkeys)
     if action in STEP_UP_AGO:
-        return twofactor.needs_step_up(facts, now)
+        return not twofactor.recently_authenticated(facts, now, 600)
     if not twofactor.session_meets_rules(user, facts):
         return SECOND_FACTOR_FIRST
     if action == "enable":
@@ -226,11 +229,104 @@ def test_codes_changed_meanwhile():
     assert twofactor.codes_changed_meanwhile("0", "52")
 
 
-def test_step_up_window_edges():
+def test_recent_authentication_window_edges():
     now = utcnow()
-    assert not twofactor.needs_step_up(Facts("full", True, now), now)
-    assert not twofactor.needs_step_up(Facts("full", True, now - timedelta(minutes=10)), now)
-    assert twofactor.needs_step_up(Facts("full", True, now - timedelta(minutes=10, seconds=1)), now)
+    recent = twofactor.recently_authenticated
+    assert recent(Facts("full", True, now), now, 600)
+    assert recent(Facts("full", True, now - timedelta(seconds=600)), now, 600)  # exactly: yes
+    assert not recent(Facts("full", True, now - timedelta(seconds=600, microseconds=1)), now, 600)
+    assert recent(Facts("full", False, now - timedelta(seconds=5)), now, 10)
+    assert not recent(Facts("full", False, now - timedelta(seconds=11)), now, 10)
+    assert not recent(Facts("full", True, now), now, 0)  # 0 = always ask
+    assert not recent(Facts("full", True, None), now, 600)
+    assert not recent(Facts("partial", False, now), now, 600)  # factors not all done
+
+
+# The table of SPEC §4.1: every action that needs recent authentication, × recent/stale ×
+# passkeys on the account × 2FA state. (The grace-period "pending" column joins this table
+# with issue 11's requirement_pending: on this branch a requirement is always in force.)
+REAUTH_ACTIONS = (
+    "add-passkey",
+    "enable-with-new-passkey",
+    "remove-passkey",
+    "regenerate-codes",
+    "change-password",
+)
+TWO_FACTOR = {"off": (False, False), "on-by-user": (False, True), "required": (True, False)}
+CONFIRM = (403, "reauth-required")
+
+
+def expected_reauth(action: str, recent: bool, passkeys: int, two_factor: str) -> Any:
+    """Read from SPEC §4/§4.1/§7: refusals the rules make anyway come first (no ceremony for
+    them), then "Confirm it's you" when the authentication is not recent."""
+    requires, enabled = TWO_FACTOR[two_factor]
+    effective = requires or enabled
+    refusal: Any = None
+    if action == "add-passkey" and passkeys >= 32:
+        refusal = (409, "most")  # "At most 32 passkeys per user (a clear 409 beyond)"
+    if action == "enable-with-new-passkey":
+        if enabled:
+            refusal = (409, "already on")
+        elif requires:  # rev 2 §4.1b: no enabling while a requirement is in force
+            refusal = (409, "already requires")
+        elif passkeys >= 32:
+            refusal = (409, "most")
+    if action == "remove-passkey" and effective and passkeys <= 1:
+        refusal = (409, "last passkey")
+    if action == "regenerate-codes" and not effective:
+        refusal = (409, "only used while two-factor authentication is on")
+    if refusal:
+        return refusal
+    return ALLOWED if recent else CONFIRM
+
+
+def actual_reauth(action: str, facts: Facts, passkeys: int, two_factor: str, now: datetime) -> Any:
+    user = Flags(*TWO_FACTOR[two_factor])
+    decision = {
+        "add-passkey": lambda: twofactor.can_add_passkey(facts, passkeys, now, 600),
+        "enable-with-new-passkey": lambda: twofactor.can_enable_with_new_passkey(
+            user, facts, passkeys, now, 600
+        ),
+        "remove-passkey": lambda: twofactor.can_remove_passkey_now(user, facts, passkeys, now, 600),
+        "regenerate-codes": lambda: twofactor.can_regenerate_codes_now(user, facts, now, 600),
+        "change-password": lambda: twofactor.can_change_password(facts, now, 600),
+    }[action]()
+    if decision.allowed:
+        return ALLOWED
+    if decision.code:
+        assert decision.message == twofactor.CONFIRM_FIRST
+        return (decision.status, decision.code)
+    return (decision.status, decision.message)
+
+
+@pytest.mark.parametrize("two_factor", TWO_FACTOR)
+@pytest.mark.parametrize("passkeys", [0, 1, 2, 31, 32])
+@pytest.mark.parametrize("recent", [True, False], ids=["recent", "stale"])
+@pytest.mark.parametrize("action", REAUTH_ACTIONS)
+def test_recent_authentication_table(action, recent, passkeys, two_factor):
+    now = utcnow()
+    ago = timedelta(seconds=600 if recent else 601)
+    facts = Facts("full", True, now - ago)
+    want = expected_reauth(action, recent, passkeys, two_factor)
+    got = actual_reauth(action, facts, passkeys, two_factor, now)
+    assert same(got, want), f"expected {want!r}, the rules say {got!r}"
+    # "with a passkey on the account, Verify with a passkey; with no passkey, Password"
+    assert twofactor.confirm_method(passkeys) == ("passkey" if passkeys else "password")
+
+
+@pytest.mark.parametrize(
+    ("count", "locked_in", "may"),
+    [(0, None, True), (4, None, True), (5, None, False), (0, 60, False), (0, -1, True)],
+)
+def test_a_password_is_checked_only_under_the_limit(count, locked_in, may):
+    now = utcnow()
+    until = None if locked_in is None else now + timedelta(seconds=locked_in)
+    assert twofactor.may_check_password(count, until, now) is may
+
+
+def test_the_lock_message_says_until_when():
+    until = datetime(2026, 12, 1, 22, 19, 30)
+    assert "Try again after 22:19 UTC" in twofactor.lock_message(until)
 
 
 def test_amr_and_lockout_rules():
@@ -242,6 +338,227 @@ def test_amr_and_lockout_rules():
     assert twofactor.is_locked(now + timedelta(seconds=1), now)
     assert not twofactor.is_locked(now, now)
     assert not twofactor.is_locked(None, now)
+
+
+# --------------------------------------------------------------------------------------
+# The grace period of an administrator's requirement (SPEC §4.2, §9), with an injected clock
+# --------------------------------------------------------------------------------------
+
+GRACE_ENDS = datetime(2026, 12, 8, 14, 5, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+# requirement → (requires_2fa, requires_2fa_from, the clock)
+REQUIREMENTS = {
+    "none": (False, None, GRACE_ENDS),
+    "at-once": (True, None, GRACE_ENDS),
+    "pending-a-week": (True, GRACE_ENDS, GRACE_ENDS - timedelta(days=7)),
+    "pending-1s-left": (True, GRACE_ENDS, GRACE_ENDS - SECOND),
+    "boundary": (True, GRACE_ENDS, GRACE_ENDS),  # "in force when now ≥ requires_2fa_from"
+    "passed": (True, GRACE_ENDS, GRACE_ENDS + SECOND),
+    "naive-stored-date": (True, GRACE_ENDS.replace(tzinfo=None), GRACE_ENDS - SECOND),
+}
+GRACE_QUESTIONS = (
+    "in-force",
+    "pending",
+    "effective",
+    "status",
+    "card-date",
+    "notice",
+    "enable-button",
+    "disable",
+    "remove-last-passkey",
+    "password-sign-in",
+    "aal1-session-meets-rules",
+    "enroll-at-login",
+    "demotion-reason",
+)
+
+
+def grace_expected(requirement: str, enabled: bool, passkeys: int, question: str) -> Any:
+    """What SPEC §4.2 and §9 say, read from their text."""
+    requires, start, _ = REQUIREMENTS[requirement]
+    pending = requirement.startswith("pending") or requirement == "naive-stored-date"
+    in_force = requires and not pending
+    effective = enabled or in_force  # "effective2fa is false while … pending and … off"
+    answers = {
+        "in-force": in_force,
+        "pending": pending,
+        "effective": effective,
+        # "the card says 'On' with the dated requirement when it is on"
+        "status": (
+            (
+                "Required by your administrator (also turned on by you)"
+                if enabled
+                else "Required by your administrator"
+            )
+            if in_force
+            else ("On" if enabled else "Off")
+        ),
+        # "Required by your administrator from <date>" (dates in words, time zone stated)
+        "card-date": "Required by your administrator from 8 December 2026, 14:05 UTC"
+        if pending
+        else "",
+        # "the notice shows only when the user's own flag is off"
+        "notice": pending and not enabled,
+        # "no button while a requirement is in force"; "during a grace period it is offered"
+        "enable-button": not enabled and not in_force,
+        # "A pending requirement already forbids turning 2FA off once it is on"
+        "disable": (403, ADMIN_REQUIRES)
+        if requires
+        else (ALLOWED if enabled else (409, "already off")),
+        "remove-last-passkey": (409, "last passkey") if effective and passkeys <= 1 else ALLOWED,
+        "password-sign-in": "partial, /login/2fa" if effective else "full, aal1, pwd",
+        "aal1-session-meets-rules": not effective,
+        "enroll-at-login": effective and passkeys == 0,
+        # issue 13 shows "Your administrator now requires two-factor authentication."
+        "demotion-reason": "admin-required" if in_force else "",
+    }
+    return answers[question]
+
+
+def grace_actual(user: Flags, passkeys: int, now: datetime, question: str) -> Any:
+    aal1 = Facts("full", False)
+    answers = {
+        "in-force": lambda: twofactor.requirement_in_force(user, now),
+        "pending": lambda: twofactor.requirement_pending(user, now),
+        "effective": lambda: twofactor.effective(user, now),
+        "status": lambda: twofactor.status_words(user, now),
+        "card-date": lambda: twofactor.pending_words(user, now),
+        "notice": lambda: twofactor.shows_requirement_notice(user, now),
+        "enable-button": lambda: twofactor.shows_enable_button(user, now),
+        "disable": lambda: decision_outcome(twofactor.can_disable(user)),
+        "remove-last-passkey": lambda: decision_outcome(
+            twofactor.can_remove_passkey(user, passkeys, now)
+        ),
+        "password-sign-in": lambda: (
+            "partial, /login/2fa"
+            if twofactor.password_sign_in_needs_second_factor(user, now)
+            else "full, aal1, pwd"
+        ),
+        "aal1-session-meets-rules": lambda: twofactor.session_meets_rules(user, aal1, now),
+        "enroll-at-login": lambda: twofactor.needs_enrollment_at_login(user, passkeys, now),
+        "demotion-reason": lambda: twofactor.demotion_reason(user, now),
+    }
+    return answers[question]()
+
+
+GRACE_CASES = [
+    pytest.param(r, e, n, q, id=f"{r}-user{int(e)}-{n}pk-{q}")
+    for r in REQUIREMENTS
+    for e in (False, True)
+    for n in (0, 1)
+    for q in GRACE_QUESTIONS
+]
+
+
+@pytest.mark.parametrize(("requirement", "enabled", "passkeys", "question"), GRACE_CASES)
+def test_grace_period_table(requirement: str, enabled: bool, passkeys: int, question: str):
+    requires, start, now = REQUIREMENTS[requirement]
+    user = Flags(requires, enabled, requires_2fa_from=start)
+    want = grace_expected(requirement, enabled, passkeys, question)
+    got = grace_actual(user, passkeys, now, question)
+    assert same(got, want), f"expected {want!r}, the rules say {got!r}"
+
+
+def test_effective_defaults_to_the_current_time():
+    """`effective(user)` keeps its shape: without a clock it asks about now."""
+    soon = Flags(True, False, requires_2fa_from=utcnow() + timedelta(minutes=5))
+    past = Flags(True, False, requires_2fa_from=utcnow() - timedelta(seconds=1))
+    assert not twofactor.effective(soon) and twofactor.requirement_pending(soon)
+    assert twofactor.effective(past) and twofactor.requirement_in_force(past)
+    assert twofactor.effective(Flags(True, False))  # no date: at once
+
+
+@pytest.mark.parametrize(
+    ("grace_days", "allowed"),
+    [(-1, False), (0, True), (1, True), (7, True), (365, True), (366, False), (-(2**31), False)],
+)
+def test_grace_days_range(grace_days: int, allowed: bool):
+    decision = twofactor.check_grace_days(grace_days)
+    assert decision.allowed is allowed
+    if not allowed:
+        assert "between 0 and 365" in decision.message and str(grace_days) in decision.message
+
+
+NOW = GRACE_ENDS - timedelta(days=3, microseconds=250)  # the new date is to the second
+
+
+@pytest.mark.parametrize(
+    ("requirement", "grace_days", "changes", "start"),
+    [
+        # a first requirement: at once, or now + N days
+        ("none", 0, True, None),
+        ("none", 7, True, GRACE_ENDS + timedelta(days=4, seconds=-1)),
+        # a new require replaces a pending date (later or sooner, or at once)
+        ("pending", 10, True, GRACE_ENDS + timedelta(days=7, seconds=-1)),
+        ("pending", 1, True, GRACE_ENDS - timedelta(days=2, seconds=1)),
+        ("pending", 0, True, None),
+        # never moves a requirement already in force back to pending
+        ("at-once", 7, False, None),
+        ("passed", 7, False, NOW - SECOND),
+        ("passed", 0, False, NOW - SECOND),
+    ],
+)
+def test_new_requirement_start(requirement, grace_days, changes, start):
+    stored = {
+        "none": (False, None),
+        "pending": (True, GRACE_ENDS),
+        "at-once": (True, None),
+        "passed": (True, NOW - SECOND),
+    }[requirement]
+    user = Flags(stored[0], False, requires_2fa_from=stored[1])
+    assert twofactor.new_requirement_start(user, grace_days, NOW) == (changes, start)
+
+
+@pytest.mark.parametrize(
+    ("left", "enabled", "reminded", "due"),
+    [
+        (timedelta(days=3), False, False, False),  # too early
+        (timedelta(days=1) + SECOND, False, False, False),
+        (timedelta(days=1), False, False, True),  # "a day before"
+        (timedelta(hours=23), False, False, True),  # (the job may run a little late)
+        (SECOND, False, False, True),
+        (timedelta(0), False, False, False),  # "unless … the date has passed"
+        (-timedelta(hours=1), False, False, False),
+        (timedelta(hours=12), True, False, False),  # "unless the user already has 2FA on"
+        (timedelta(hours=12), False, True, False),  # "once"
+    ],
+)
+def test_reminder_due(left, enabled, reminded, due):
+    now = GRACE_ENDS - left
+    user = Flags(
+        True,
+        enabled,
+        requires_2fa_from=GRACE_ENDS,
+        requirement_reminded_at=now if reminded else None,
+    )
+    assert twofactor.reminder_due(user, now) is due
+
+
+def test_reminder_due_needs_a_dated_requirement():
+    assert not twofactor.reminder_due(Flags(True, False), GRACE_ENDS)  # at once
+    assert not twofactor.reminder_due(Flags(False, False, GRACE_ENDS), GRACE_ENDS - SECOND)
+
+
+@pytest.mark.parametrize(
+    ("grace", "wanted"),
+    [
+        (timedelta(days=1), False),
+        (timedelta(hours=2), False),
+        (timedelta(days=1, seconds=1), True),
+        (timedelta(days=7), True),
+    ],
+)
+def test_a_day_or_less_of_grace_needs_no_reminder(grace, wanted):
+    assert twofactor.reminder_wanted(NOW + grace, NOW) is wanted
+    assert not twofactor.reminder_wanted(None, NOW)
+
+
+def test_dates_in_words_and_iso():
+    assert twofactor.date_words(GRACE_ENDS) == "8 December 2026, 14:05 UTC"
+    assert twofactor.iso_utc(GRACE_ENDS) == "2026-12-08T14:05:00Z"
+    other_zone = GRACE_ENDS.astimezone(timezone(timedelta(hours=-5)))
+    assert twofactor.date_words(other_zone) == "8 December 2026, 14:05 UTC"
+    assert twofactor.iso_utc(other_zone.replace(microsecond=123)) == "2026-12-08T14:05:00Z"
 
 
 # --------------------------------------------------------------------------------------
@@ -448,6 +765,8 @@ def test_required_passkey_holder_gets_codes_once_and_no_enable(auth, client, dat
     assert my_session(database, client).state == "full"
     card = client.htmx("GET", "/account/two-factor")
     assert "data-2fa-status>Required by your administrator<" in card.text
+    # SPEC rev 2 §4.1b: no "Enable" while a requirement is in force, and the step refuses
+    # it (enrolling again would only replace the codes the user saved)
     assert "Enable two-factor authentication" not in card.text
     assert "Disable two-factor authentication" not in card.text
     section = client.htmx("GET", "/account/recovery-codes")
@@ -722,7 +1041,7 @@ def test_last_passkey_guard_refuses_before_any_ceremony(
     # SPEC §9 (rev 2): a 409 answers the section as it is now, the refusal in the row
     for answer in (htmx, confirm):
         text = html.unescape(answer.text)
-        assert answer.text.startswith('<section id="passkeys"'), answer.text[:80]
+        assert answer.text.lstrip().startswith('<section id="passkeys"'), answer.text[:80]
         row = text[text.index(f'id="passkey-{passkey.id}"') :]
         assert twofactor.LAST_PASSKEY in row[: row.index("</li>")]
     assert start.json() == {"detail": twofactor.LAST_PASSKEY}
@@ -748,12 +1067,14 @@ def test_remove_needs_step_up_then_allows(auth, client, authn, database):
     for name in ("First", "Second", "Third"):
         add_key(auth, name)
     first, second, third = query(database, select(Passkey).order_by(Passkey.id))
-    assert my_session(database, client).reauth_at is None  # a password session
+    move_step_up(database, 30)  # the password sign-in was recent; now it is not
 
     prompt = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
 
     assert prompt.status_code == 200
-    assert "Confirm it's you with one of your passkeys to remove “First”" in prompt.text
+    assert "Confirm it's you with one of your passkeys to remove “First”" in html.unescape(
+        prompt.text
+    )
     assert f'data-start="/account/passkeys/{first.id}/remove/start"' in prompt.text
     assert len(query(database, select(Passkey))) == 3
     # the plain form (no JavaScript) gets the same step, as a whole page
@@ -861,12 +1182,13 @@ def test_regenerate_codes_step_up(auth, client, database):
     used = client.form("/login/2fa/recovery", {"code": regenerated[0]})
     assert used.status_code == 303 and used.headers["location"] == "/account"
     client.page("/account")
+    move_step_up(database, 30)  # a recovery-code sign-in is recent (§4.1); 30 minutes on
     hashes = {r.code_hash for r in query(database, select(RecoveryCode))}
 
     prompt = client.htmx("POST", "/account/recovery-codes/regenerate", data={"confirmed": "yes"})
 
     assert prompt.status_code == 200
-    assert "Confirm it's you with one of your passkeys" in prompt.text
+    assert "Confirm it's you with one of your passkeys" in html.unescape(prompt.text)
     assert codes_in(prompt.text) == []
     assert {r.code_hash for r in query(database, select(RecoveryCode))} == hashes
 
@@ -884,7 +1206,7 @@ def test_regenerate_codes_step_up(auth, client, database):
     # a step-up begun on a page showing older codes: refused before any ceremony
     stale = client.json_post("/account/recovery-codes/start", {"codes_version": "1"})
     assert stale.status_code == 409 and "another window" in stale.json()["detail"]
-    current = version_in(again.text)
+    current = version_in(client.htmx("GET", "/account/recovery-codes").text)
     credential = auth.assertion("/account/recovery-codes/start", {"codes_version": current})
     with database.session() as db:  # meanwhile, another tab regenerates
         db.exec(update(RecoveryCode).values(code_hash=RecoveryCode.code_hash + "x"))
@@ -1072,7 +1394,9 @@ def test_recovery_code_sign_in(auth, client, database):
     assert session.state == "full"
     assert session.amr == ["pwd", "otp"]
     assert session.acr == "aal2" and session.mfa_verified
-    assert session.reauth_at is None  # a code is not a passkey assertion
+    # a recovery-code sign-in is recent authentication (§4.1: how a person who lost their
+    # passkeys adds a new one)
+    assert session.reauth_at == session.auth_time
     page = client.page("/account")
     assert page.status_code == 200
     assert "9 of 10 recovery codes remain" in page.text
@@ -1164,7 +1488,7 @@ def test_enable_is_atomic(auth, client, authn, database, monkeypatch, mode, fail
     assert query(database, select(RecoveryCode)) == []
     assert kinds(database) == events_before
     session = my_session(database, client)
-    assert session.reauth_at is None and session.acr == "aal1"
+    assert session.reauth_at == session.auth_time and session.acr == "aal1"  # untouched
     [challenge] = query(
         database, select(WebAuthnChallenge).where(WebAuthnChallenge.purpose == "enable-2fa")
     )

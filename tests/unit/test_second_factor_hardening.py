@@ -13,7 +13,6 @@ from models.session import PARTIAL
 from tests.softauthn import SoftAuthenticator
 from tests.unit.conftest import ORIGIN, PASSWORD, query, reload_user
 from web import passkeys as passkeys_module
-from web.signin import TOO_MANY_SECOND_FACTOR
 
 
 def two_factor_user(auth) -> None:  # type: ignore[no-untyped-def]
@@ -51,8 +50,10 @@ def test_a_locked_account_finishes_no_second_factor(auth, client, database):
         db.exec(update(User).values(locked_until=utcnow() + timedelta(minutes=15)))
         db.commit()
     response = client.json_post("/login/2fa/passkey/finish", {"credential": credential})
-    assert response.status_code == 401
-    assert response.json()["detail"] == TOO_MANY_SECOND_FACTOR
+    # SPEC §9 (rev 2): attempts while locked get 429 + Retry-After and the lock message
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) > 0
+    assert "Try again after" in response.json()["detail"]
     assert all(s.state == PARTIAL for s in query(database, select(AuthSession)))
 
 

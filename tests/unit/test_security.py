@@ -80,7 +80,7 @@ def test_settings_every_variable(tmp_path):
         "BARYCENTER_RP_ID": "id.example.com",
         "BARYCENTER_RP_NAME": "Example ID",
         "BARYCENTER_ORIGIN": "https://id.example.com/",
-        "BARYCENTER_ADMIN_TOKEN": "s3cret-admin",
+        "BARYCENTER_ADMIN_TOKEN": "s3cret-admin-token-0123456789abcdef",
         "BARYCENTER_SECRET_KEY": "k" * 48,
         "BARYCENTER_COOKIE_SECURE": "false",
         "BARYCENTER_SESSION_TTL": "900",
@@ -93,7 +93,7 @@ def test_settings_every_variable(tmp_path):
     assert settings.rp_id == "id.example.com"
     assert settings.rp_name == "Example ID"
     assert settings.origin == settings.effective_origin == "https://id.example.com"
-    assert settings.admin_token == "s3cret-admin"
+    assert settings.admin_token == "s3cret-admin-token-0123456789abcdef"
     assert settings.secret_key == "k" * 48
     assert settings.cookie_secure is False and settings.secure_cookies is False
     assert settings.session_ttl == 900

@@ -38,6 +38,7 @@ def test_sample_renders(environment: Environment, name: str) -> None:
 def test_every_template_has_a_sample() -> None:
     used = {template for template, _ in SAMPLES.values()}
     includes = {"layouts/base.html", "components/forms.html", "components/codes.html",
+                "components/confirm.html",
                 "partials/account/passkey_row.html", "partials/login/enrolled.html",
                 "pages/design.html"}  # fmt: skip
     every = {str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*.html")}

@@ -1,12 +1,15 @@
-"""GraphQL schema of SPEC §6: read and set a user's two 2FA flags, create users."""
+"""GraphQL schema of SPEC §6: read and set a user's two 2FA flags (an administrator's
+requirement may come with a grace period), create users, clear a lockout, end every session."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 from sqlmodel import Session
 from strawberry.types import Info
 
@@ -14,30 +17,49 @@ from models import User, utcnow
 from models.passkey import passkey_count, passkeys_of
 from models.recovery import recovery_codes_remaining
 from models.user import user_by_username
-from web import events, twofactor
+from web import events, recovery, sessions, twofactor
 from web.errors import Refused
 from web.users import create_user, lock_user
 
 T = TypeVar("T")
 
 
-@strawberry.type
+REQUIRED_FROM_DOC = (
+    "When the administrator's requirement starts (or started) to apply, ISO 8601 UTC with Z; "
+    "null when it applies at once or there is no requirement. Stays after the date passes."
+)
+PENDING_DOC = "True while a requirement is set but its grace period has not ended yet."
+EFFECTIVE_DOC = (
+    "Whether sign-ins need a second factor now: the user's own flag, or a requirement "
+    "that is in force (false while it is pending and the user's own flag is off)."
+)
+
+
+@strawberry.type(description="The answer of a change to a user's account.")
 class TwoFactorResult:
     success: bool
     message: str
     username: str
     requires2fa: bool = strawberry.field(name="requires2fa")
     user2fa_enabled: bool = strawberry.field(name="user2faEnabled")
-    effective2fa: bool = strawberry.field(name="effective2fa")
+    effective2fa: bool = strawberry.field(name="effective2fa", description=EFFECTIVE_DOC)
+    required_from: str | None = strawberry.field(
+        name="requiredFrom", description=REQUIRED_FROM_DOC, default=None
+    )
+    requirement_pending: bool = strawberry.field(
+        name="requirementPending", description=PENDING_DOC, default=False
+    )
 
 
-@strawberry.type
+@strawberry.type(description="A user's two-factor state, as the rules see it now.")
 class User2faStatus:
     username: str
     subject: str
     requires2fa: bool = strawberry.field(name="requires2fa")
     user2fa_enabled: bool = strawberry.field(name="user2faEnabled")
-    effective2fa: bool = strawberry.field(name="effective2fa")
+    effective2fa: bool = strawberry.field(name="effective2fa", description=EFFECTIVE_DOC)
+    required_from: str | None = strawberry.field(name="requiredFrom", description=REQUIRED_FROM_DOC)
+    requirement_pending: bool = strawberry.field(name="requirementPending", description=PENDING_DOC)
     passkey_enrolled: bool
     passkey_count: int
     passkey_enrolled_at: str | None
@@ -63,14 +85,22 @@ async def _run(info: Info, work: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(in_thread)
 
 
-def _result(user: User, message: str) -> TwoFactorResult:
+def _required_from(user: User) -> str | None:
+    start = twofactor.required_from(user)
+    return twofactor.iso_utc(start) if start is not None else None
+
+
+def _result(user: User, message: str, *, success: bool = True) -> TwoFactorResult:
+    now = utcnow()
     return TwoFactorResult(
-        success=True,
+        success=success,
         message=message,
         username=user.username,
         requires2fa=user.requires_2fa,
         user2fa_enabled=user.user_2fa_enabled,
-        effective2fa=twofactor.effective(user),
+        effective2fa=twofactor.effective(user, now),
+        required_from=_required_from(user),
+        requirement_pending=twofactor.requirement_pending(user, now),
     )
 
 
@@ -97,12 +127,15 @@ def _status(db: Session, username: str) -> User2faStatus | None:
     if user is None:
         return None
     keys = passkeys_of(db, user.id)  # type: ignore[arg-type]
+    now = utcnow()
     return User2faStatus(
         username=user.username,
         subject=user.subject,
         requires2fa=user.requires_2fa,
         user2fa_enabled=user.user_2fa_enabled,
-        effective2fa=twofactor.effective(user),
+        effective2fa=twofactor.effective(user, now),
+        required_from=_required_from(user),
+        requirement_pending=twofactor.requirement_pending(user, now),
         passkey_enrolled=bool(keys),
         passkey_count=len(keys),
         passkey_enrolled_at=keys[0].created_at.isoformat() if keys else None,
@@ -110,19 +143,56 @@ def _status(db: Session, username: str) -> User2faStatus | None:
     )
 
 
-def _set_required(db: Session, username: str, required: bool) -> TwoFactorResult:
+def _drop_codes_if_off(db: Session, user: User) -> None:
+    """SPEC §4.2: an admin action that leaves effective 2FA off deletes the recovery codes,
+    as when the user turns 2FA off. (A pending requirement leaves 2FA off too.)"""
+    if not twofactor.effective(user):
+        recovery.remove_all(db, user.id)  # type: ignore[arg-type]
+
+
+def _set_required(db: Session, username: str, required: bool, grace_days: int) -> TwoFactorResult:
     found = user_by_username(db, username)
     if found is None:
         return _not_found(username)
+    if not required:
+        return _clear_requirement(db, found.id)  # type: ignore[arg-type]
+    check = twofactor.check_grace_days(grace_days)
+    if not check.allowed:
+        return _result(found, check.message, success=False)
     user = lock_user(db, found.id)  # type: ignore[arg-type]
-    if user.requires_2fa != required:
-        user.requires_2fa = required
-        db.add(user)
-        kind = "2fa_required" if required else "2fa_not_required"
-        events.record(db, user.id, kind, actor="admin")  # type: ignore[arg-type]
+    now = utcnow()
+    changes, start = twofactor.new_requirement_start(user, grace_days, now)
+    if not changes:
+        db.commit()
+        return _result(user, f"{user.username} already requires two-factor authentication")
+    user.requires_2fa = True
+    user.requires_2fa_from = start
+    # the day-before reminder is for this date; none is needed for a day or less of grace
+    user.requirement_reminded_at = None if twofactor.reminder_wanted(start, now) else now
+    db.add(user)
+    detail = {"from": twofactor.iso_utc(start)} if start is not None else {}
+    events.record(db, user.id, "2fa_required", actor="admin", **detail)  # type: ignore[arg-type]
     db.commit()
-    verb = "now requires" if required else "no longer requires"
-    return _result(user, f"{user.username} {verb} two-factor authentication")
+    if start is None:
+        return _result(user, f"{user.username} now requires two-factor authentication")
+    words = twofactor.date_words(start)
+    return _result(user, f"{user.username} requires two-factor authentication from {words}")
+
+
+def _clear_requirement(db: Session, user_id: int) -> TwoFactorResult:
+    """`required: false` clears the requirement and its date (graceDays is ignored)."""
+    user = lock_user(db, user_id)
+    if user.requires_2fa or user.requires_2fa_from is not None:
+        was_required = user.requires_2fa
+        user.requires_2fa = False
+        user.requires_2fa_from = None
+        user.requirement_reminded_at = None
+        db.add(user)
+        if was_required:
+            events.record(db, user.id, "2fa_not_required", actor="admin")  # type: ignore[arg-type]
+    _drop_codes_if_off(db, user)
+    db.commit()
+    return _result(user, f"{user.username} no longer requires two-factor authentication")
 
 
 def _set_enabled(db: Session, username: str, enabled: bool) -> TwoFactorResult:
@@ -136,6 +206,7 @@ def _set_enabled(db: Session, username: str, enabled: bool) -> TwoFactorResult:
         db.add(user)
         kind = "2fa_enabled" if enabled else "2fa_disabled"
         events.record(db, user.id, kind, actor="admin")  # type: ignore[arg-type]
+    _drop_codes_if_off(db, user)
     db.commit()
     state = "enabled" if enabled else "disabled"
     message = f"Two-factor preference {state} for {user.username}"
@@ -144,18 +215,71 @@ def _set_enabled(db: Session, username: str, enabled: bool) -> TwoFactorResult:
     return _result(user, message)
 
 
+def _unlock(db: Session, username: str) -> TwoFactorResult:
+    """Clear a lockout and the failure count (SPEC §9): the user may try again at once."""
+    found = user_by_username(db, username)
+    if found is None:
+        return _not_found(username)
+    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    was_locked = twofactor.is_locked(user.locked_until, utcnow())
+    if not was_locked and user.failed_login_count == 0 and user.locked_until is None:
+        db.commit()
+        return _result(user, f"{user.username} was not locked")
+    user.failed_login_count = 0
+    user.locked_until = None
+    db.add(user)
+    events.record(db, user.id, "unlocked", actor="admin")  # type: ignore[arg-type]
+    db.commit()
+    if was_locked:
+        return _result(user, f"{user.username} is unlocked")
+    return _result(user, f"{user.username} was not locked; failed attempts reset")
+
+
+def _sign_out(db: Session, username: str) -> TwoFactorResult:
+    """End every session of the user, partial ones too (a compromised account)."""
+    found = user_by_username(db, username)
+    if found is None:
+        return _not_found(username)
+    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    ended = sessions.end_other_sessions(db, user.id, keep_id=None)  # type: ignore[arg-type]
+    if ended:
+        events.record(db, user.id, "signed_out_everywhere", actor="admin", sessions=ended)  # type: ignore[arg-type]
+    db.commit()
+    if not ended:
+        return _result(user, f"{user.username} had no active sessions")
+    plural = "" if ended == 1 else "s"
+    return _result(user, f"Ended {ended} session{plural} of {user.username}")
+
+
 def _create(db: Session, username: str, password: str, display_name: str | None) -> User:
     return create_user(db, username, password, display_name, actor="admin")
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(name="setUser2faRequired")
+    @strawberry.mutation(
+        name="setUser2faRequired",
+        description=(
+            "Require two-factor authentication for a user (the user's own flag is untouched). "
+            "graceDays 0 applies it at their next request; 1 to 365 gives them that many days "
+            "(requiredFrom), with a notice, a notification and a reminder the day before. "
+            "A new graceDays replaces a pending date but never delays a requirement already in "
+            "force. required: false clears the requirement and its date (graceDays ignored)."
+        ),
+    )
     async def set_user2fa_required(
-        self, info: Info, username: str, required: bool
+        self,
+        info: Info,
+        username: str,
+        required: bool,
+        grace_days: Annotated[
+            int,
+            strawberry.argument(
+                name="graceDays", description="Days before the requirement applies, 0 to 365."
+            ),
+        ] = 0,
     ) -> TwoFactorResult:
-        """Sets requires_2fa; the user's own flag is untouched. Applies at their next request."""
-        return await _run(info, _set_required, username, required)
+        return await _run(info, _set_required, username, required, grace_days)
 
     @strawberry.mutation(name="setUser2faEnabled")
     async def set_user2fa_enabled(
@@ -163,6 +287,20 @@ class Mutation:
     ) -> TwoFactorResult:
         """Overrides the user's preference (e.g. off for a user who lost their passkey)."""
         return await _run(info, _set_enabled, username, enabled)
+
+    @strawberry.mutation(
+        name="unlockUser",
+        description="Clear a lockout after failed attempts: the user may sign in again at once.",
+    )
+    async def unlock_user(self, info: Info, username: str) -> TwoFactorResult:
+        return await _run(info, _unlock, username)
+
+    @strawberry.mutation(
+        name="signOutUser",
+        description="End every session of the user (for a lost device or a compromised account).",
+    )
+    async def sign_out_user(self, info: Info, username: str) -> TwoFactorResult:
+        return await _run(info, _sign_out, username)
 
     @strawberry.mutation(name="createUser")
     async def create_user_(
@@ -182,4 +320,21 @@ class Mutation:
         )
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation)
+log = logging.getLogger("barycenter.admin")
+
+
+class QuietSchema(strawberry.Schema):
+    """Errors are logged by their message only: a GraphQLError prints the query's source
+    around the error, and a query may hold a password (createUser) — SPEC §7."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        for error in errors:
+            original = error.original_error
+            if original is not None and not isinstance(original, GraphQLError):
+                log.error("admin API error: %s", type(original).__name__)
+            else:
+                log.warning("admin API request refused (%d errors)", len(errors))
+                return
+
+
+schema = QuietSchema(query=Query, mutation=Mutation)

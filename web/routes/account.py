@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -12,7 +13,7 @@ from litestar.response import Redirect, Template
 from sqlmodel import Session
 
 from models import User, utcnow
-from models.passkey import passkeys_of
+from models.passkey import passkey_count, passkeys_of
 from models.recovery import recovery_codes_remaining
 from web import account, ceremony, passkeys, sessions, twofactor
 from web.errors import Refused
@@ -23,6 +24,7 @@ JSON = {"body": "json"}
 CHANGED = "account-changed"  # sections listen for it and refresh themselves
 
 SECTIONS = {
+    "requirement-notice": "partials/account/requirement_notice.html",
     "two-factor": "partials/account/two_factor.html",
     "passkeys": "partials/account/passkeys.html",
     "recovery-codes": "partials/account/recovery_codes.html",
@@ -116,6 +118,11 @@ def form_fields(body: bytes) -> dict[str, str]:
     return {key: value[:200] for key, value in pairs}
 
 
+def window(request: Request) -> tuple[datetime, int]:
+    """Now and BARYCENTER_REAUTH_SECONDS: what the recent-authentication rules take."""
+    return utcnow(), settings_of(request).reauth_seconds
+
+
 def ceremony_options(options: dict[str, Any]) -> Response:
     return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
 
@@ -183,6 +190,12 @@ class AccountController(Controller):
                 db, settings_of(request), user=viewer.user, allow=existing, **common
             )
         else:
+            account.require(
+                twofactor.can_enable_with_new_passkey(
+                    viewer.user, viewer.session, len(existing), *window(request)
+                ),
+                then="two-factor",
+            )
             name = account.clean_name(fields.get("name"))
             options = passkeys.start_registration(
                 db,
@@ -269,12 +282,18 @@ class AccountController(Controller):
     @post("/passkeys/start", sync_to_thread=True, opt=JSON)
     def add_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
+        existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+        now, seconds = window(request)
+        account.require(
+            twofactor.can_add_passkey(viewer.session, len(existing), now, seconds),
+            then="passkeys",
+        )
         name = account.clean_name(ceremony.read_json(body).get("name"))
         options = passkeys.start_registration(
             db,
             settings_of(request),
             viewer.user,
-            passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+            existing,
             binding=viewer.session.token_hash,
             session_id=viewer.session.id,
             purpose="register",
@@ -360,8 +379,13 @@ class AccountController(Controller):
         self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
         try:
-            if twofactor.needs_step_up(viewer.session, utcnow()):
-                account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
+            account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
+            count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+            now, seconds = window(request)
+            decision = twofactor.can_remove_passkey_now(
+                viewer.user, viewer.session, count, now, seconds
+            )
+            if decision.code == twofactor.REAUTH_REQUIRED:
                 db.rollback()
                 return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
             account.remove_passkey(db, client(request), viewer, passkey_id)
@@ -419,8 +443,8 @@ class AccountController(Controller):
 
     @post("/recovery-codes/regenerate", sync_to_thread=True)
     def regenerate(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
-        """The answer to the question (or "Create recovery codes"): a passkey first when
-        this session hasn't verified one lately, then the new codes, once."""
+        """The answer to the question (or "Create recovery codes"): "Confirm it's you" first
+        when this session hasn't authenticated lately, then the new codes, once."""
         fields = form_fields(body)
         seen, confirmed = fields.get("codes_version"), fields.get("confirmed") == "yes"
         try:
@@ -430,8 +454,11 @@ class AccountController(Controller):
             remaining = recovery_codes_remaining(db, viewer.user.id)  # type: ignore[arg-type]
             if twofactor.regenerating_asks_first(remaining) and not confirmed:
                 return section(request, db, viewer, "recovery-codes", rc_mode="confirm")
-            if twofactor.needs_step_up(viewer.session, utcnow()):
+            now, seconds = window(request)
+            decision = twofactor.can_regenerate_codes_now(viewer.user, viewer.session, now, seconds)
+            if decision.code == twofactor.REAUTH_REQUIRED:
                 return section(request, db, viewer, "recovery-codes", rc_mode="step-up")
+            account.require(decision)
             codes = account.regenerate_codes(db, client(request), viewer, seen)
         except Refused as refusal:
             if refusal.status_code != 409:
@@ -483,6 +510,90 @@ class AccountController(Controller):
             trigger=CHANGED,
             token=token,
         )
+
+    # ---- "Confirm it's you" (recent authentication, SPEC §4.1) -------------------------
+
+    @get("/confirm", sync_to_thread=True)
+    def confirm_step(
+        self, request: Request, db: DB, viewer: Current, then: FromQuery[str] = ""
+    ) -> Template:
+        """The section `then` showing the step (the shim loads it after `reauth-required`)."""
+        then = account.confirm_target(then)
+        if then == "recovery-codes":
+            return section(request, db, viewer, then, rc_mode="step-up")
+        return section(request, db, viewer, then, confirm_in=then)
+
+    @post("/confirm", sync_to_thread=True)
+    def confirm_password(
+        self, request: Request, db: DB, viewer: Current, data: URLEncodedBody[dict[str, Any]]
+    ) -> Template:
+        """The password confirmation (no passkey on the account); works without JavaScript.
+        Regeneration goes on at once; adding a passkey is offered again."""
+        then = account.confirm_target(field(data, "then"))
+        try:
+            token = account.confirm_with_password(
+                db, client(request), viewer, field(data, "password")
+            )
+        except Refused as refusal:
+            if refusal.status_code != 422:
+                raise
+            db.rollback()
+            state = {"rc_mode": "step-up"} if then == "recovery-codes" else {"confirm_in": then}
+            return section(
+                request, db, viewer, then, status=422, confirm_error=str(refusal.detail), **state
+            )
+        if then == "recovery-codes":
+            codes = account.regenerate_codes(db, client(request), viewer)
+            return section(
+                request,
+                db,
+                viewer,
+                then,
+                rc_mode="codes",
+                codes=codes,
+                trigger=CHANGED,
+                token=token,
+            )
+        db.commit()
+        return self._confirmed(request, db, viewer, then, token)
+
+    @post("/confirm/start", sync_to_thread=True, opt=JSON)
+    def confirm_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
+        rate_limit(request, "ceremony")
+        then = account.confirm_target(ceremony.read_json(body).get("then"))
+        existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+        if not existing:
+            raise Refused(409, "You have no passkey. Confirm with your password.")
+        options = passkeys.start_authentication(
+            db,
+            settings_of(request),
+            binding=viewer.session.token_hash,
+            session_id=viewer.session.id,
+            purpose="reauth",
+            user=viewer.user,
+            allow=existing,  # only this account's own passkeys can answer
+            data={"then": then},
+        )
+        db.commit()
+        return ceremony_options(options)
+
+    @post("/confirm/finish", sync_to_thread=True, opt=JSON)
+    def confirm_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
+        credential, fields = ceremony.read_credential(body)
+        then = account.confirm_target(fields.get("then"))
+        token = account.confirm_with_passkey(
+            db, settings_of(request), client(request), viewer, credential
+        )
+        return self._confirmed(request, db, viewer, then, token)
+
+    def _confirmed(
+        self, request: Request, db: Session, viewer: sessions.Viewer, then: str, token: str
+    ) -> Template:
+        """After confirming: the action is offered again (a new ceremony needs a new press)."""
+        state: dict[str, Any] = {"notice": "Thanks, that's confirmed. You can go on now."}
+        if then == "two-factor":
+            state["tf_mode"] = "enroll"
+        return section(request, db, viewer, then, token=token, **state)
 
     # ---- Sessions --------------------------------------------------------------------
 

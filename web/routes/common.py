@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote, unquote
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
@@ -16,7 +17,6 @@ from web.errors import Refused, is_htmx
 from web.settings import Settings
 from web.tokens import digest
 
-CEREMONY_COOKIE = "barycenter_ceremony"
 DB = NamedDependency[Session]
 """The request's database session (web.db.provide_db)."""
 Current = NamedDependency[sessions.Viewer]
@@ -85,7 +85,7 @@ def client(request: Request) -> ClientInfo:
 
 def login_binding(request: Request) -> str:
     """Sign-in ceremonies happen before any session: bind them to a nonce cookie."""
-    nonce = request.cookies.get(CEREMONY_COOKIE, "")
+    nonce = request.cookies.get(settings_of(request).ceremony_cookie, "")
     if not nonce or len(nonce) > 128:
         raise Refused(400, "This passkey request expired or was already used. Please try again.")
     return digest(nonce)
@@ -94,25 +94,34 @@ def login_binding(request: Request) -> str:
 HOME = "/account"
 
 
+RETURN_TO_SAFE = "/?&=%#+:@!$'()*,;~-._"
+"""Characters a return_to keeps as they are; every other one is percent-encoded (UTF-8),
+so only ASCII ever reaches a Location header."""
+
 # Not places to land after signing in: a step or a form's POST route (deeper than
 # /account/<section>: …/passkeys/1/rename, …/recovery-codes/regenerate), sign-in, sign-out.
 NOT_A_DESTINATION = re.compile(r"/account/[^/]+/|/login(/|$)|/logout(/|$)")
 
 
 def safe_return_to(value: str | None) -> str:
-    """Only local full pages: "/x" but never "//host" or "/\\host", and never a partial or a
-    form's POST route (after sign-in a person lands on a page, not on …/rename)."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+    """Only local full pages: "/x" but never "//host" or "/\\host", spelled plainly or
+    percent-encoded; no control characters or backslashes; at most 512 characters; never a
+    step or a form's POST route (after sign-in a person lands on a page, not on …/rename).
+    Anything else falls back to the account page; what passes is encoded for headers."""
+    if not value or len(value) > 512:
         return HOME
-    if any(ch in value for ch in "\r\n\t\\") or len(value) > 512:
-        return HOME
-    if NOT_A_DESTINATION.match(value.split("?", 1)[0]):
-        return HOME
-    return value
+    for spelling in (value, unquote(value)):
+        if not spelling.startswith("/") or spelling.startswith(("//", "/\\")):
+            return HOME
+        if any(ch == "\\" or ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in spelling):
+            return HOME
+        if NOT_A_DESTINATION.match(spelling.split("?", 1)[0]):
+            return HOME
+    return quote(value, safe=RETURN_TO_SAFE)
 
 
 def rate_limit(request: Request, action: str) -> None:
     """Per-IP limit on sign-in attempts and ceremony starts (429 with Retry-After)."""
     settings = settings_of(request)
-    ip = client(request).ip
+    ip = ratelimit.ip_key(client(request).ip)
     ratelimit.hit(request.app.state.database, f"{action}:{ip}", settings.ip_limit_per_minute)

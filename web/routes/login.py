@@ -10,12 +10,12 @@ from litestar.di import Provide
 from litestar.params import FromQuery, RawBody, URLEncodedBody
 from litestar.response import Template
 
-from models import utcnow
+from models import User, utcnow
 from models.passkey import passkey_count, passkeys_of
+from models.user import user_by_handle
 from web import account, ceremony, passkeys, sessions, signin, twofactor
 from web.errors import Refused
 from web.routes.common import (
-    CEREMONY_COOKIE,
     DB,
     HOME,
     Current,
@@ -29,7 +29,7 @@ from web.routes.common import (
     settings_of,
 )
 from web.tokens import digest, new_token
-from web.views import codes_download, default_passkey_name, site_of
+from web.views import accepted_credentials, codes_download, default_passkey_name, site_of
 
 JSON = {"body": "json"}
 
@@ -110,7 +110,7 @@ class LoginController(Controller):
 
     @get("/", sync_to_thread=True)
     def show(self, request: Request, db: DB, return_to: FromQuery[str] = "") -> Template | Response:
-        token = request.cookies.get(sessions.COOKIE)
+        token = sessions.token_of(request)
         existed = sessions.names_a_session(db, token)
         viewer = sessions.load(request, db)
         if viewer is not None and viewer.session.state == "full":
@@ -122,7 +122,7 @@ class LoginController(Controller):
             request, notice=notice, return_to=safe_return_to(return_to) if return_to else ""
         )
         if notice:
-            sessions.clear_cookie(page)  # say it once
+            sessions.clear_cookie(page, settings_of(request))  # say it once
         return page
 
     @post("/", sync_to_thread=True)
@@ -139,7 +139,7 @@ class LoginController(Controller):
                 client(request),
                 username.strip(),
                 password,
-                replaces=request.cookies.get(sessions.COOKIE),
+                replaces=sessions.token_of(request),
             )
         except Refused as refusal:
             return login_page(
@@ -159,7 +159,7 @@ class LoginController(Controller):
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
     def passkey_start(self, request: Request, db: DB) -> Response:
         rate_limit(request, "ceremony")
-        nonce = request.cookies.get(CEREMONY_COOKIE) or new_token()
+        nonce = request.cookies.get(settings_of(request).ceremony_cookie) or new_token()
         options = passkeys.start_authentication(
             db,
             settings_of(request),
@@ -171,7 +171,7 @@ class LoginController(Controller):
         db.commit()
         response = Response(options, status_code=200, headers={"Cache-Control": "no-store"})
         response.set_cookie(
-            CEREMONY_COOKIE,
+            settings_of(request).ceremony_cookie,
             nonce,
             path="/login",
             httponly=True,
@@ -190,9 +190,34 @@ class LoginController(Controller):
             client(request),
             credential,
             login_binding(request),
-            replaces=request.cookies.get(sessions.COOKIE),
+            replaces=sessions.token_of(request),
         )
-        return finished(request, completed, return_to_of(fields), root_id="sign-in")
+        if completed.codes:  # 2FA came on without codes: shown once, in place of this card
+            return codes_once(request, completed, return_to_of(fields), root_id="sign-in")
+        response = redirect(request, return_to_of(fields), token=completed.token)
+        handle = passkeys.user_handle_of(credential)  # verified: it names the owner
+        return with_accepted_credentials(
+            request, db, response, user_by_handle(db, handle) if handle else None
+        )
+
+
+def with_accepted_credentials(
+    request: Request, db: DB, response: Response, owner: User | None
+) -> Response:
+    """After a passkey sign-in, the shim tells the password manager which passkeys the
+    account has now (WebAuthn Signal API): they go in the JSON answer next to `redirect`."""
+    if owner is None or not isinstance(response.content, dict):
+        return response
+    accepted = accepted_credentials(settings_of(request), owner, passkeys_of(db, owner.id))  # type: ignore[arg-type]
+    response.content = {
+        **response.content,
+        "signal": {
+            "rpId": accepted["rp_id"],
+            "userId": accepted["user_id"],
+            "allAcceptedCredentialIds": accepted["credential_ids"].split(),
+        },
+    }
+    return response
 
 
 class SecondFactorController(Controller):
@@ -284,7 +309,10 @@ class SecondFactorController(Controller):
         completed = signin.second_factor_passkey(
             db, settings_of(request), client(request), viewer, credential
         )
-        return finished(request, completed, return_to_of(fields))
+        if completed.codes:  # 2FA came on without codes: shown once before going on
+            return codes_once(request, completed, return_to_of(fields))
+        response = redirect(request, return_to_of(fields), token=completed.token)
+        return with_accepted_credentials(request, db, response, viewer.user)
 
     @post("/enroll/start", sync_to_thread=True, opt=JSON)
     def enroll_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
@@ -328,8 +356,9 @@ class SecondFactorController(Controller):
 def logout(request: Request, db: DB) -> Response:
     viewer = sessions.load(request, db)
     if viewer is not None:
+        sessions.record_incomplete(db, [viewer.session])
         sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
         db.commit()
     response = redirect(request, "/login")
-    sessions.clear_cookie(response)
+    sessions.clear_cookie(response, settings_of(request))
     return response
