@@ -85,7 +85,9 @@
       minute: "2-digit",
       timeZoneName: "short",
     });
-    root.querySelectorAll("time[datetime]:not([data-local])").forEach(function (time) {
+    // only the times our templates mark (components/forms.html moment()); other dates keep
+    // the server's words
+    root.querySelectorAll("time[datetime][data-relative]:not([data-local])").forEach(function (time) {
       const date = new Date(time.getAttribute("datetime"));
       if (isNaN(date.getTime())) return;
       time.setAttribute("data-local", "");

@@ -152,7 +152,7 @@ def test_times_are_time_elements_in_utc(auth, client, database):
     auth.login()
     auth.add_passkey("Key")
     page = client.page("/account")
-    stamps = re.findall(r'<time datetime="([^"]+)">([^<]+)</time>', page.text)
+    stamps = re.findall(r'<time datetime="([^"]+)" data-relative>([^<]+)</time>', page.text)
     assert stamps, "no <time> on the account page"
     for iso, words in stamps:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", iso)
