@@ -70,9 +70,11 @@ profile: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+## lint: ruff (rules and format) and the type checker
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

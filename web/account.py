@@ -14,13 +14,14 @@ from sqlmodel import Session, select
 
 from models import AuthSession, Passkey, User, WebAuthnChallenge, utcnow
 from models.passkey import passkey_count
+from models.recovery import recovery_codes_remaining
 from web import ceremony, events, lockout, passkeys, recovery, sessions, twofactor
 from web.client import ClientInfo
 from web.errors import Refused
 from web.passwords import MAX_PASSWORD_LENGTH
 from web.settings import Settings
 from web.users import lock_user
-from web.views import name_for_new_passkey
+from web.views import browser_and_os, name_for_new_passkey
 
 NAME_MAX = 64
 T = TypeVar("T")
@@ -179,8 +180,13 @@ def register_passkey(
     name = name_for_new_passkey(name, new.aaguid, client.user_agent)
     passkey = passkeys.store_passkey(db, user, new, name)
     events.record(
-        db, user.id, "passkey_added", ip=client.ip, user_agent=client.user_agent, name=name
-    )  # type: ignore[arg-type]
+        db,
+        user.id,  # type: ignore[arg-type]
+        "passkey_added",
+        ip=client.ip,
+        user_agent=client.user_agent,
+        name=name,
+    )
     return passkey
 
 
@@ -235,12 +241,14 @@ def enable_2fa(
             require(decision, then="two-factor")
             name = challenge.data["name"]
             passkey = register_passkey(db, settings, client, user, challenge, credential, name)
+            passkey.last_used_at = utcnow()  # it just turned 2FA on: used, not "Never"
         else:
             passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         user.user_2fa_enabled = True
         user.user_2fa_enabled_at = utcnow()
         db.add(user)
-        codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
+        remaining = recovery_codes_remaining(db, user.id)  # type: ignore[arg-type]
+        codes = recovery.issue(db, user.id) if twofactor.enabling_issues_codes(remaining) else []  # type: ignore[arg-type]
         events.record(db, user.id, "2fa_enabled", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
         sessions.end_other_sessions(db, user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
         if new:
@@ -323,12 +331,12 @@ def _remove_passkey(
     user = viewer.user
     events.record(
         db,
-        viewer.user.id,
+        viewer.user.id,  # type: ignore[arg-type]
         "passkey_removed",
         ip=client.ip,
         user_agent=client.user_agent,
         name=passkey.name,
-    )  # type: ignore[arg-type]
+    )
     sessions.end_sessions_with_passkey(db, user.id, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
     session = db.get(AuthSession, viewer.session.id)
     if session is not None:
@@ -392,28 +400,50 @@ def regenerate_codes_after_step_up(
         viewer,
         credential,
         "recovery-codes",
-        lambda _data: _regenerate_codes(db, client, viewer),
+        lambda data: _regenerate_codes(db, client, viewer, data.get("codes_version")),
     )
 
 
-def regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> list[str]:
+CODES_CHANGED = (
+    "Your recovery codes were changed in another window or device. "
+    "This is what they are now; nothing else was changed."
+)
+
+
+def check_codes_version(db: Session, viewer: sessions.Viewer, seen: str) -> None:
+    """A step begun on a page that showed another set of codes: 409, nothing changes."""
+    current = recovery.version(db, viewer.user.id)  # type: ignore[arg-type]
+    if twofactor.codes_changed_meanwhile(seen, current):
+        raise Refused(409, CODES_CHANGED)
+
+
+def regenerate_codes(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, seen: str | None = None
+) -> list[str]:
     """Replace the recovery codes (the caller has checked step-up) and commit."""
-    codes = _regenerate_codes(db, client, viewer)
+    codes = _regenerate_codes(db, client, viewer, seen)
     db.commit()
     return codes
 
 
-def _regenerate_codes(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> list[str]:
+def _regenerate_codes(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, seen: str | None
+) -> list[str]:
     user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
     require(twofactor.can_regenerate_codes(user))
+    if seen is not None:
+        check_codes_version(db, viewer, seen)
+    first = recovery.on_record(db, user.id) == 0  # type: ignore[arg-type]
     codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
-    events.record(
-        db, user.id, "recovery_codes_regenerated", ip=client.ip, user_agent=client.user_agent
-    )  # type: ignore[arg-type]
+    kind = "recovery_codes_created" if first else "recovery_codes_regenerated"
+    events.record(db, user.id, kind, ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
     return codes
 
 
-def revoke_session(db: Session, viewer: sessions.Viewer, session_id: int) -> None:
+def revoke_session(
+    db: Session, client: ClientInfo, viewer: sessions.Viewer, session_id: int
+) -> None:
+    """Sign one other session out, recorded (which browser, from which IP)."""
     if not 0 < session_id <= MAX_ID:
         raise Refused(404, "That session was not found.")
     target = db.exec(
@@ -424,6 +454,14 @@ def revoke_session(db: Session, viewer: sessions.Viewer, session_id: int) -> Non
     if target is None or target.id == viewer.session.id:
         raise Refused(404, "That session was not found.")
     sessions.end_session(db, session_id)
+    events.record(
+        db,
+        viewer.user.id,  # type: ignore[arg-type]
+        "session_revoked",
+        ip=client.ip,
+        browser=browser_and_os(target.user_agent),
+        session_ip=target.ip,
+    )
     db.commit()
 
 

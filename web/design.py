@@ -38,6 +38,10 @@ PASSKEYS = [
     PasskeyView(1, "iCloud Keychain", True, "2 Mar 2026, 09:14 UTC", "29 Nov 2026, 08:02 UTC"),
     PasskeyView(2, "YubiKey 5C", False, "14 Jun 2026, 17:40 UTC", "Never"),
 ]
+DOWNLOAD = {
+    "filename": "barycenter-recovery-codes-ada-localhost-2026-11-29.txt",
+    "heading": "Recovery codes for ada at localhost, created 2026-11-29 (UTC)",
+}
 LONG_NAME = "A passkey with a very long name that keeps going to test wrapping in the row"
 SESSIONS = [
     SessionView(1, "Chrome on Mac OS X", "203.0.113.7", "Password and passkey",
@@ -66,12 +70,20 @@ def account(
         "user": user,
         "display_name": user.display_name,
         "passkeys": keys,
-        "two_factor": two_factor_view(user, len(keys), remaining, SAMPLE_NOW),  # type: ignore[arg-type]
+        "two_factor": two_factor_view(
+            user,  # type: ignore[arg-type]
+            len(keys),
+            remaining,
+            10 if remaining else 0,
+            SAMPLE_NOW,
+        ),
         "accepted": {"rp_id": "localhost", "user_id": "dXNlcg", "credential_ids": "Y3JlZA"},
         "sessions": SESSIONS,
         "events": EVENTS,
         "default_passkey_name": "Chrome on Mac OS X",
         "password": PASSWORD,
+        "codes_version": "42",
+        "download": DOWNLOAD,
     }
     return {**context, **SECTION_STATE, **state}
 
@@ -122,11 +134,12 @@ EMAILS["email-hostile-passkey-name"] = (
 
 
 def login(**state: Any) -> dict[str, Any]:
-    return {"error": "", "username": "", "return_to": "", **state}
+    return {"error": "", "notice": "", "username": "", "return_to": "", **state}
 
 
 def second_factor(**state: Any) -> dict[str, Any]:
     return {
+        "admin_required": False,
         "enroll": False,
         "enroll_password_first": False,
         "default_passkey_name": "Chrome on Mac OS X",
@@ -149,7 +162,10 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "login-2fa-wrong-code": ("pages/login_2fa.html", second_factor(error="That recovery code is not valid or was already used.")),
     "login-2fa-enroll": ("pages/login_2fa.html", second_factor(enroll=True)),
     "login-2fa-enroll-password-first": ("pages/login_2fa.html", second_factor(enroll=True, enroll_password_first=True)),
-    "enrolled": ("pages/enrolled.html", {"codes": CODES, "codes_title": "Save your recovery codes", "continue_to": "/account"}),
+    "login-2fa-admin-required": ("pages/login_2fa.html", second_factor(admin_required=True)),
+    "login-signed-out-elsewhere": ("pages/login.html", login(notice="You were signed out from another session.")),
+    "enrolled": ("pages/enrolled.html", {"codes": CODES, "codes_title": "Save your recovery codes", "continue_to": "/account", "root_id": "second-factor", "signed_in_words": "Your passkey is registered and you are signed in.", "download": DOWNLOAD}),
+    "signed-in-new-codes": ("pages/enrolled.html", {"codes": CODES, "codes_title": "Save your recovery codes", "continue_to": "/account", "root_id": "sign-in", "signed_in_words": "You are signed in. Two-factor authentication is on for your account, so here are your recovery codes.", "download": DOWNLOAD}),
     "error": ("pages/error.html", {"status": 404, "message": "That passkey was not found."}),
     "account-2fa-off": ("pages/account.html", account()),
     "account-2fa-on": ("pages/account.html", account(enabled=True)),
@@ -178,6 +194,12 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "recovery-codes": (RECOVERY, account(enabled=True)),
     "recovery-codes-low": (RECOVERY, account(enabled=True, remaining=2)),
     "recovery-codes-step-up": (RECOVERY, account(enabled=True, rc_mode="step-up")),
+    "recovery-codes-question": (RECOVERY, account(enabled=True, rc_mode="confirm")),
+    "recovery-codes-none-yet": (RECOVERY, account(required=True, remaining=0, two_factor=two_factor_view(SampleUser(requires_2fa=True), 2, 0, 0, SAMPLE_NOW))),  # type: ignore[arg-type]
+    "recovery-codes-all-used": (RECOVERY, account(enabled=True, remaining=0)),
+    "recovery-codes-changed-elsewhere": (RECOVERY, account(enabled=True, rc_error="Your recovery codes were changed in another window or device. This is what they are now; nothing else was changed.")),
+    "passkeys-last-refused": (PASSKEYS_PARTIAL, account(enabled=True, passkeys=PASSKEYS[:1], pk_refused=1, pk_error="You can't remove your last passkey while two-factor authentication is on. Add another passkey first, or turn two-factor authentication off.")),
+    "two-factor-already-required": (TWO_FACTOR, account(required=True, tf_error="Your administrator already requires two-factor authentication.")),
     "recovery-codes-new": (RECOVERY, account(enabled=True, rc_mode="codes", codes=CODES)),
     "sessions": ("partials/account/sessions.html", account()),
     "sessions-one": ("partials/account/sessions.html", account(sessions=SESSIONS[:1])),

@@ -67,9 +67,14 @@ def describe(event: SecurityEvent) -> str:
         "passkey_added": f"Passkey “{name}” added",
         "passkey_renamed": f"Passkey “{d.get('old', '')}” renamed to “{name}”",
         "passkey_removed": f"Passkey “{name}” removed",
-        "passkey_clone_suspected": f"Passkey “{name}” refused: its counter went backwards",
+        "passkey_clone_suspected": (
+            f"Passkey “{name}” was refused: it may have been copied. Remove this passkey "
+            "and add it again; if you didn't reset your security key, tell your administrator."
+        ),
         "recovery_code_used": f"Recovery code used — {d.get('remaining', 0)} left",
         "recovery_codes_regenerated": "Recovery codes regenerated",
+        "recovery_codes_created": "Recovery codes created",
+        "session_revoked": _session_revoked_words(d),
         "sign_in": _sign_in_words(d.get("method", "")),
         "sign_in_failed": "Failed sign-in attempt",
         "second_factor_failed": "Failed two-factor attempt",
@@ -100,6 +105,13 @@ def _email_words(d: dict[str, Any], by_admin: bool) -> str:
     if new:
         return f"Email address for notifications set to {new}{by}"
     return f"Email address for notifications removed{by}"
+
+
+def _session_revoked_words(detail: dict[str, Any]) -> str:
+    browser, ip = detail.get("browser", ""), detail.get("session_ip", "")
+    if browser and ip:
+        return f"Signed out a session ({browser}, IP {ip})"
+    return "Signed out a session"
 
 
 def _reauth_words(method: str) -> str:

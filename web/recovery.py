@@ -6,11 +6,12 @@ A code reads `K7QM-P2XD-9RTB`: 12 characters from an alphabet without look-alike
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlmodel import Session, col, delete, select, update
+from sqlmodel import Session, col, delete, func, select, update
 
 from models import RecoveryCode, utcnow
 
@@ -65,3 +66,21 @@ def use(db: Session, user_id: int, entered: str) -> bool:
         )
         return used.rowcount == 1  # type: ignore[attr-defined]
     return False
+
+
+def on_record(db: Session, user_id: int) -> int:
+    """How many codes the user has, used or not (0: none were ever issued, or removed)."""
+    return db.exec(select(func.count()).where(col(RecoveryCode.user_id) == user_id)).one()
+
+
+def version(db: Session, user_id: int) -> str:
+    """Which set of codes the user has ("0" for none): a digest of their salted hashes, new
+    with every issue (ids may be reused). Steps carry it to notice codes changed meanwhile."""
+    hashes = db.exec(
+        select(RecoveryCode.code_hash)
+        .where(col(RecoveryCode.user_id) == user_id)
+        .order_by(col(RecoveryCode.code_hash))
+    ).all()
+    if not hashes:
+        return "0"
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:16]

@@ -111,6 +111,7 @@ def upgrade_session(
     session.mfa_verified = True
     session.auth_time = now
     session.last_seen_at = now
+    session.partial_reason = ""
     session.reauth_at = now
     if passkey_id is not None:
         session.passkey_id = passkey_id
@@ -238,6 +239,15 @@ def load(request: Request, db: Session) -> Viewer | None:
     return Viewer(user=user, session=session)
 
 
+def names_a_session(db: Session, token: str | None) -> bool:
+    """Whether a cookie's token names a session row (live or expired): a cookie that names
+    none was signed out elsewhere (another session, "sign out all other sessions")."""
+    if not token or len(token) > 128:
+        return False
+    found = db.exec(select(AuthSession.id).where(AuthSession.token_hash == digest(token)))
+    return found.first() is not None
+
+
 def _demote(request: Request, db: Session, viewer: Viewer) -> None:
     """A full session that no longer meets the rules becomes a partial one; its
     `partial_reason` says why ("admin-required": /login/2fa tells the user)."""
@@ -259,7 +269,8 @@ def _demote(request: Request, db: Session, viewer: Viewer) -> None:
 def login_url(request: Request) -> str:
     """Sign-in, coming back to the page asked for (percent-encoded: it goes into headers)."""
     path = request.url.path
-    if request.method == "GET" and path not in {"/", "/account"}:
+    htmx = request.headers.get("hx-request") == "true"  # a partial is no place to land
+    if request.method == "GET" and not htmx and path not in {"/", "/account"}:
         return f"/login?return_to={quote(path, safe='/')}"
     return "/login"
 

@@ -36,6 +36,27 @@ class SignedIn:
     partial: bool
 
 
+@dataclass(frozen=True)
+class Completed:
+    """A completed sign-in: the new session token, and the recovery codes it created (to be
+    shown once before going on) when 2FA had come on without any (SPEC §4.1b)."""
+
+    token: str
+    codes: list[str]
+    username: str = ""
+
+
+def _codes_if_none(db: Session, user_id: int, client: ClientInfo) -> list[str]:
+    """Effective 2FA without recovery codes (an administrator required it of a passkey
+    holder): create them now, in the sign-in's own transaction (the caller commits)."""
+    user = lock_user(db, user_id)
+    if not twofactor.issues_codes_at_sign_in(user, recovery.on_record(db, user_id)):
+        return []
+    codes = recovery.issue(db, user_id)
+    events.record(db, user_id, "recovery_codes_created", ip=client.ip)
+    return codes
+
+
 def password_sign_in(
     db: Session,
     settings: Settings,
@@ -80,12 +101,12 @@ def passkey_sign_in(
     binding: str,
     *,
     replaces: str | None = None,
-) -> str:
+) -> Completed:
     """A user-verified discoverable passkey: a full aal2 session, no second prompt."""
     handle = passkeys.user_handle_of(credential)
     owner = user_by_handle(db, handle) if handle else None
 
-    def effect(challenge: Any) -> str:
+    def effect(challenge: Any) -> Completed:
         passkeys.refuse_unknown_credential(db, credential)  # the shim signals it (SPEC §9)
         if owner is None:
             raise Refused(400, "That passkey does not belong to an account here.")
@@ -93,9 +114,10 @@ def passkey_sign_in(
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         events.record(db, owner.id, "sign_in", ip=client.ip, method="passkey", name=passkey.name)  # type: ignore[arg-type]
         sessions.end_session_by_token(db, replaces)
-        return sessions.start_session(
+        token = sessions.start_session(
             db, owner, settings, client, amr=[factor], mfa_verified=True, passkey_id=passkey.id
         )
+        return Completed(token, _codes_if_none(db, owner.id, client), owner.username)  # type: ignore[arg-type]
 
     return ceremony.finish(
         db,
@@ -144,12 +166,12 @@ def second_factor_passkey(
     client: ClientInfo,
     viewer: sessions.Viewer,
     credential: dict[str, Any],
-) -> str:
+) -> Completed:
     """Verify with a passkey at /login/2fa: upgrade to aal2 with a new token."""
     session = viewer.session
     checking = [False]  # only a failed verification counts (not a 429 while locked)
 
-    def effect(challenge: Any) -> str:
+    def effect(challenge: Any) -> Completed:
         _refuse_if_locked(db, viewer)
         checking[0] = True
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
@@ -160,7 +182,7 @@ def second_factor_passkey(
         db.exec(update(User).where(col(User.id) == viewer.user.id).values(failed_login_count=0))
         method = "pwd+passkey" if "pwd" in fresh.amr else "passkey"
         events.record(db, viewer.user.id, "sign_in", ip=client.ip, method=method, name=passkey.name)  # type: ignore[arg-type]
-        return token
+        return Completed(token, _codes_if_none(db, viewer.user.id, client), viewer.user.username)  # type: ignore[arg-type]
 
     return ceremony.finish(
         db,
@@ -177,8 +199,8 @@ def second_factor_passkey(
 
 def second_factor_code(
     db: Session, settings: Settings, client: ClientInfo, viewer: sessions.Viewer, code: str
-) -> tuple[str, int]:
-    """One unused recovery code: upgrade to aal2 (amr pwd+otp). Returns (token, remaining)."""
+) -> Completed:
+    """One unused recovery code: upgrade to aal2 (amr pwd+otp)."""
     try:
         user = _refuse_if_locked(db, viewer)
     except Refused:
@@ -198,15 +220,16 @@ def second_factor_code(
     token = sessions.upgrade_session(db, session, settings, factor="otp", passkey_id=None)
     events.record(
         db,
-        user.id,
+        user.id,  # type: ignore[arg-type]
         "recovery_code_used",
         ip=client.ip,
         user_agent=client.user_agent,
         remaining=remaining,
-    )  # type: ignore[arg-type]
+    )
     events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+otp")  # type: ignore[arg-type]
+    codes = _codes_if_none(db, user.id, client)  # type: ignore[arg-type]
     db.commit()
-    return token, remaining
+    return Completed(token, codes, user.username)
 
 
 def enroll_at_login(
@@ -225,6 +248,7 @@ def enroll_at_login(
         # checked again at the finish: the window may have passed since the start
         check_enroll_at_login(db, settings, user, fresh)
         passkey = register_passkey(db, settings, client, user, challenge, credential, name)
+        passkey.last_used_at = utcnow()  # it completes this sign-in: used, not "Never"
         codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
         user.failed_login_count = 0
         db.add(user)

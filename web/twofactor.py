@@ -137,6 +137,15 @@ def status_words(user: UserFlags, now: datetime | None = None) -> str:
     return "On" if user.user_2fa_enabled else "Off"
 
 
+ALREADY_REQUIRED = "Your administrator already requires two-factor authentication."
+
+
+def _requirement_applies(user: UserFlags) -> bool:
+    """An administrator's requirement is in force (issue 11 adds the grace period here:
+    `requirement_in_force(user, now)`)."""
+    return user.requires_2fa
+
+
 def pending_words(user: UserFlags, now: datetime | None = None) -> str:
     """ "Required by your administrator from 8 December 2026, 14:05 UTC" while pending, else "".
     Templates show REQUIRED_FROM and the date (in a <time>) from the same facts."""
@@ -152,9 +161,13 @@ def shows_requirement_notice(user: UserFlags, now: datetime | None = None) -> bo
 
 
 def can_enable(user: UserFlags) -> Decision:
-    """A user may always turn their own 2FA on (after the enrollment ceremony)."""
+    """A user may turn their own 2FA on (after the enrollment ceremony), except while an
+    administrator's requirement is in force: 2FA is on already, and enrolling again would
+    only replace the recovery codes the user saved (SPEC §4.1b)."""
     if user.user_2fa_enabled:
         return refuse(409, "Two-factor authentication is already on.")
+    if requirement_in_force(user):
+        return refuse(409, ALREADY_REQUIRED)
     return ALLOWED
 
 
@@ -416,6 +429,43 @@ BUSY = timedelta(minutes=1)
 """When the 5th attempt of a window is reserved, the account answers 429 for at most this
 long while those attempts are checked; a reservation that leaked (a crash during the check)
 is forgotten after it, so "5 in flight" never becomes a permanent lock (SPEC §7)."""
+
+
+def issues_codes_at_sign_in(user: UserFlags, codes_on_record: int) -> bool:
+    """SPEC §4.1b: effective 2FA that came on without codes (an administrator required it
+    of a passkey holder): the first completed sign-in creates them and shows them once.
+    Codes that were all used are not replaced unasked ("Create recovery codes")."""
+    return effective(user) and codes_on_record == 0
+
+
+def recovery_codes_state(user: UserFlags, codes_on_record: int, remaining: int) -> str:
+    """What the recovery-codes section says: "off" (no section), "none" ("You don't have
+    recovery codes yet"), "used" ("You've used all your recovery codes"), "low" (1 or 2
+    left) or "some"."""
+    if not shows_recovery_codes(user):
+        return "off"
+    if codes_on_record == 0:
+        return "none"
+    if remaining == 0:
+        return "used"
+    return "low" if remaining <= 2 else "some"
+
+
+def regenerating_asks_first(remaining: int) -> bool:
+    """ "Regenerate recovery codes" asks first when codes that still work would stop
+    working ("Your current codes will stop working."); creating the first ones doesn't."""
+    return remaining > 0
+
+
+def codes_changed_meanwhile(seen_version: str, current_version: str) -> bool:
+    """A step started from a page showing other codes (a second tab, another device) is
+    answered with the current state, never carried out on codes the person didn't see."""
+    return seen_version != current_version
+
+
+def enabling_issues_codes(remaining: int) -> bool:
+    """Turning 2FA on never replaces codes that still work."""
+    return remaining == 0
 
 
 def is_locked(locked_until: datetime | None, now: datetime) -> bool:

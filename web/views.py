@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlmodel import Session
 from ua_parser import parse_os, parse_user_agent
@@ -15,7 +16,7 @@ from webauthn.helpers import bytes_to_base64url
 from models import AuthSession, Passkey, SecurityEvent, User, utcnow
 from models.passkey import passkeys_of
 from models.recovery import recovery_codes_remaining
-from web import events, sessions, twofactor
+from web import events, recovery, sessions, twofactor
 from web.addresses import mask
 from web.settings import Settings
 
@@ -75,11 +76,23 @@ def name_for_new_passkey(chosen: str, aaguid: str, user_agent: str) -> str:
     return provider if provider and untouched else chosen
 
 
-def when(moment: datetime | None) -> str:
-    """A date for people: "29 Nov 2026, 14:05 UTC"."""
+@dataclass(frozen=True)
+class Stamp:
+    """A time for people: words in UTC ("29 Nov 2026, 14:05 UTC") and the ISO 8601 instant
+    for `<time datetime>` (static/js/page.js rewrites it into the viewer's zone)."""
+
+    words: str
+    iso: str = ""
+
+    def __str__(self) -> str:
+        return self.words
+
+
+def when(moment: datetime | None) -> Stamp:
+    """A date for people: "29 Nov 2026, 14:05 UTC" (and its instant, for <time>)."""
     if moment is None:
-        return "Never"
-    return moment.strftime("%-d %b %Y, %H:%M UTC")
+        return Stamp("Never")
+    return Stamp(moment.strftime("%-d %b %Y, %H:%M UTC"), moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 SIGN_IN_METHODS = {
@@ -98,8 +111,8 @@ class SessionView:
     browser: str
     ip: str
     method: str
-    last_seen: str
-    signed_in: str
+    last_seen: Stamp | str
+    signed_in: Stamp | str
     current: bool
 
 
@@ -118,7 +131,7 @@ def session_view(session: AuthSession, current_id: int | None) -> SessionView:
 @dataclass(frozen=True)
 class EventView:
     what: str
-    when: str
+    when: Stamp | str
     ip: str
     warning: bool
 
@@ -161,8 +174,8 @@ class PasskeyView:
     id: int
     name: str
     synced: bool
-    created: str
-    last_used: str
+    created: Stamp | str
+    last_used: Stamp | str
 
 
 def passkey_view(passkey: Passkey) -> PasskeyView:
@@ -199,11 +212,16 @@ def moment(value: datetime | None) -> Moment | None:
 
 
 def two_factor_view(
-    user: User, passkey_count: int, recovery_remaining: int, now: datetime | None = None
+    user: User,
+    passkey_count: int,
+    recovery_remaining: int,
+    codes_on_record: int = 10,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The two-factor card's facts, all decided by web.twofactor."""
     now = now or utcnow()
     pending = twofactor.requirement_pending(user, now)
+    codes = twofactor.recovery_codes_state(user, codes_on_record, recovery_remaining)
     return {
         "effective": twofactor.effective(user, now),
         "required": twofactor.requirement_in_force(user, now),
@@ -223,10 +241,30 @@ def two_factor_view(
         "confirm_method": twofactor.confirm_method(passkey_count),
         "passkeys_full": passkey_count >= twofactor.MAX_PASSKEYS,
         "max_passkeys": twofactor.MAX_PASSKEYS,
-        "shows_recovery": twofactor.shows_recovery_codes(user, now),
+        "shows_recovery": codes != "off",
+        "recovery_state": codes,  # off | none | used | low | some
         "recovery_remaining": recovery_remaining,
-        "recovery_low": twofactor.shows_recovery_codes(user, now) and recovery_remaining <= 2,
+        "recovery_total": codes_on_record,
+        "recovery_low": codes == "low",
+        "regenerate_asks": twofactor.regenerating_asks_first(recovery_remaining),
     }
+
+
+def codes_download(username: str, site: str, day: datetime) -> dict[str, str]:
+    """The recovery-codes text file: its name and first line say whose codes they are, for
+    which site and from when ("barycenter-recovery-codes-ada-localhost-2026-12-01.txt")."""
+    date = day.strftime("%Y-%m-%d")
+    safe_site = re.sub(r"[^A-Za-z0-9.-]+", "-", site).strip("-") or "site"
+    safe_user = re.sub(r"[^A-Za-z0-9._-]+", "-", username).strip("-") or "account"
+    return {
+        "filename": f"barycenter-recovery-codes-{safe_user}-{safe_site}-{date}.txt",
+        "heading": f"Recovery codes for {username} at {site}, created {date} (UTC)",
+    }
+
+
+def site_of(settings: Settings) -> str:
+    """The site people know: the host of the origin (``account.example.com``)."""
+    return urlsplit(settings.effective_origin).hostname or settings.rp_id
 
 
 # What each section of the account page shows: its normal state unless a handler says
@@ -240,8 +278,9 @@ SECTION_STATE: dict[str, Any] = {
     "pk_confirming": None,  # passkey id asking "Remove passkey?"
     "pk_step_up": None,  # passkey id waiting for a passkey verification before removal
     "pk_error": "",
+    "pk_refused": None,  # passkey id whose removal was refused (the message shows in its row)
     "pk_name_value": "",
-    "rc_mode": "view",  # recovery codes: view | step-up | codes
+    "rc_mode": "view",  # recovery codes: view | confirm | step-up | codes
     "rc_error": "",
     "confirm_in": "",  # the section showing "Confirm it's you" (components/confirm.html)
     "confirm_error": "",  # its alert after a wrong password
@@ -274,6 +313,7 @@ def account_context(
     rows = passkeys_of(db, user.id)  # type: ignore[arg-type]
     effective = twofactor.effective(user, now)
     remaining = recovery_codes_remaining(db, user.id) if effective else 0  # type: ignore[arg-type]
+    on_record = recovery.on_record(db, user.id) if effective else 0  # type: ignore[arg-type]
     live = [
         s
         for s in sessions.sessions_of(db, user.id)  # type: ignore[arg-type]
@@ -283,12 +323,19 @@ def account_context(
         "user": user,
         "display_name": user.display_name or user.username,
         "passkeys": [passkey_view(p) for p in rows],
-        "two_factor": two_factor_view(user, len(rows), remaining, now),
+        "two_factor": two_factor_view(user, len(rows), remaining, on_record, now),
         # every page load tells the password manager which passkeys are current (Signal API)
         "accepted": accepted_credentials(settings, user, rows),
-        "sessions": [session_view(s, viewer.session.id) for s in live],
+        "sessions": current_first([session_view(s, viewer.session.id) for s in live]),
         "events": event_views(events.recent(db, user.id)),  # type: ignore[arg-type]
         "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),
         "password": password_view(user),
     }
+    context["codes_version"] = recovery.version(db, user.id) if effective else "0"  # type: ignore[arg-type]
+    context["download"] = codes_download(user.username, site_of(settings), utcnow())
     return {**context, **SECTION_STATE, **state}
+
+
+def current_first(views: list[SessionView]) -> list[SessionView]:
+    """This session first, then the others as they were (most recently seen first)."""
+    return sorted(views, key=lambda v: not v.current)

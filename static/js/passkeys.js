@@ -108,8 +108,26 @@
     return scope.querySelector("[data-passkey-status]") || document.querySelector("[data-flash]");
   }
 
-  function show(region, message) {
-    if (region) region.textContent = message;
+  // kind "error" styles the message as one (app.css); anything else is progress.
+  function show(region, message, kind) {
+    if (!region) return;
+    region.textContent = message;
+    region.setAttribute("data-kind", message ? kind || "error" : "");
+  }
+
+  // A refused name ("Give the passkey a name."): the field is marked and described by it.
+  function markField(button, region, invalid) {
+    const form = button.closest("[data-passkey-form]");
+    const input = form && form.querySelector('input[name="name"]');
+    if (!input || !region) return;
+    if (!region.id) region.id = (input.id || "passkey") + "-status";
+    if (invalid) {
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-describedby", region.id);
+    } else if (input.getAttribute("aria-describedby") === region.id) {
+      input.removeAttribute("aria-invalid");
+      input.removeAttribute("aria-describedby");
+    }
   }
 
   // The polite live region: emptied first, so that the same notice twice is read twice.
@@ -172,7 +190,9 @@
       } catch (_) {
         /* not JSON: keep the generic message */
       }
-      throw error || new ServerError(message, data);
+      const refusal = error || new ServerError(message, data);
+      refusal.status = response.status; // 422: a field's value was refused (marked)
+      throw refusal;
     }
     return response;
   }
@@ -236,6 +256,7 @@
     const register = button.dataset.passkeyAction === "register";
     if (!mediation) {
       show(status, "");
+      markField(button, status, false);
       button.setAttribute("aria-busy", "true");
       button.disabled = true;
     }
@@ -254,7 +275,7 @@
       }
       if (!credential) throw new DOMException("No credential", "NotAllowedError");
       const body = Object.assign({}, fields, { credential: credentialToJSON(credential) });
-      show(status, "Checking…");
+      show(status, "Checking…", "progress");
       let response;
       try {
         response = await post(button.dataset.finish, body);
@@ -282,6 +303,7 @@
       if (mediation && !(error instanceof ServerError)) return;
       const message = error instanceof ServerError ? error.message : describeError(error);
       if (message) show(status, message);
+      if (error instanceof ServerError && error.status === 422) markField(button, status, true);
     } finally {
       if (controller === mine) controller = null;
       if (button.isConnected) {

@@ -202,12 +202,14 @@ def test_two_factor_card_states_pass_axe_with_focus_and_announcements(
     check_light_and_dark(page, "disable step")
     card.get_by_role("link", name="Cancel").click()
 
-    # The only passkey with 2FA on: the refusal appears in #flash, which takes the focus.
+    # The only passkey with 2FA on: the refusal appears in its row (rev 2: a 409 answers the
+    # section as it is now), and takes the focus.
     page.locator("#passkeys").get_by_role("link", name="Remove").click()
-    flash = page.locator("#flash")
-    expect(flash).to_contain_text("You can't remove your last passkey")
-    expect(flash).to_be_focused()
-    check_light_and_dark(page, "htmx error in #flash")
+    refusal = page.locator("#passkeys li.item").get_by_role("alert")
+    expect(refusal).to_contain_text("You can't remove your last passkey")
+    expect(refusal).to_be_focused()
+    expect(page.locator("#flash")).to_be_empty()
+    check_light_and_dark(page, "refusal in the passkey's row")
 
     server.set_required(username, True)
     page.reload()
@@ -305,7 +307,10 @@ def test_low_recovery_codes_and_two_sessions_pass_axe(
     expect(page.locator("#activity li.warning")).to_contain_text("Failed sign-in attempt")
     check_light_and_dark(page, "low recovery codes, two sessions")
 
-    # Regenerating right after enabling: the enable ceremony counts as step-up.
+    # Regenerating right after enabling: the question first (rev 2), then (the enable
+    # ceremony counts as step-up) the codes.
+    section.get_by_role("link", name="Regenerate recovery codes").click()
+    expect_focus_on_heading(page, "Regenerate recovery codes?")
     section.get_by_role("button", name="Regenerate recovery codes").click()
     expect_focus_on_heading(page, "Save your recovery codes")
     check_accessibility(page, "regenerated codes")

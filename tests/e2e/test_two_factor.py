@@ -99,9 +99,14 @@ def test_enable_with_a_new_passkey(page, server, authenticator):
     codes = read_codes(card(page))
     with page.expect_download() as download:
         card(page).get_by_role("link", name="Download").click()
-    assert download.value.suggested_filename == "barycenter-recovery-codes.txt"
+    # rev 2: the file names the account, the site and the date (name and content)
+    assert re.fullmatch(
+        rf"barycenter-recovery-codes-{username}-localhost-\d{{4}}-\d\d-\d\d\.txt",
+        download.value.suggested_filename,
+    ), download.value.suggested_filename
     text = Path(download.value.path()).read_text()
     assert all(code in text for code in codes)
+    assert text.startswith(f"Recovery codes for {username} at localhost, created ")
     facts = server.status(username)
     assert facts["user2faEnabled"] and facts["effective2fa"]
     assert facts["passkeyCount"] == 1 and facts["recoveryCodesRemaining"] == 10
@@ -337,7 +342,13 @@ def test_admin_requiring_2fa_sends_a_live_session_to_the_second_factor(page, ser
     page.goto(f"{server.base_url}/account")
     expect(page).to_have_url(f"{server.base_url}/login/2fa")
 
+    # rev 2 (§4.1b): the page says why, and the finish shows the new codes once
+    expect(
+        page.get_by_text("Your administrator now requires two-factor authentication.")
+    ).to_be_visible()
     page.get_by_role("button", name="Verify with a passkey").click()
+    read_codes(page.locator("#second-factor"))
+    page.get_by_role("link", name="I have saved these codes").click()
     expect(account_heading(page)).to_be_visible()
     expect(status(page)).to_have_text(REQUIRED)
 

@@ -464,7 +464,6 @@ STATE_CHANGING = [
     "/logout",
     "/login/passkey/start",
     "/login/passkey/finish",
-    "/login/2fa/recovery",
     "/login/2fa/passkey/finish",
     "/account/passkeys/start",
     "/account/passkeys/finish",
@@ -473,7 +472,6 @@ STATE_CHANGING = [
     "/account/two-factor/enable/start",
     "/account/two-factor/enable/finish",
     "/account/two-factor/disable/finish",
-    "/account/recovery-codes/regenerate",
     "/account/recovery-codes/finish",
     "/account/sessions/revoke-others",
     "/account/sessions/{bob_session}/revoke",
@@ -492,6 +490,20 @@ def test_get_on_state_changing_urls_is_405(scene):
         url = f"/account/passkeys/{scene.alice_passkey}/rename"
         response = scene.client.request(method, url, headers=csrf_headers(scene.client))
         refused(response, 405)
+    assert state(scene.database) == before
+    assert scene.signed_in() and scene.signed_in(scene.bob_client)
+
+
+def test_gets_that_lead_to_a_step_change_nothing(scene):
+    """Rev 2: GET /login/2fa/recovery leads to /login/2fa (a reload of the code form);
+    GET /account/recovery-codes/regenerate is the question asked before regenerating."""
+    before = state(scene.database)
+    reloaded = scene.client.get("/login/2fa/recovery", follow_redirects=False)
+    assert reloaded.status_code == 303 and reloaded.headers["location"] == "/login/2fa"
+    for query_string in ("", "?codes_version=0", "?codes_version=%00%3Cscript%3E" + "x" * 500):
+        asked = scene.client.get("/account/recovery-codes/regenerate" + query_string)
+        assert asked.status_code in (200, 409), asked.text
+        assert "<script>" not in asked.text.replace('<script src="', "")
     assert state(scene.database) == before
     assert scene.signed_in() and scene.signed_in(scene.bob_client)
 

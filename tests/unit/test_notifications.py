@@ -19,6 +19,7 @@ from models import Notification, User, utcnow
 from tests.smtp import SmtpServer, self_signed_tls
 from tests.softauthn import SoftAuthenticator
 from tests.unit.conftest import ORIGIN, PASSWORD, Auth, query, reload_user
+from tests.unit.test_rules import version_in
 from web import events, mailer
 from web.admin.app import create_admin_app
 from web.mailer import deliver
@@ -89,7 +90,10 @@ def test_each_notification_is_delivered_once_with_its_subject(
     enabled = auth.enable_2fa()  # 2FA on (with an existing passkey)
     assert enabled.status_code == 200, enabled.text
     codes = codes_of(enabled.text)
-    regenerated = client.htmx("POST", "/account/recovery-codes/regenerate")  # codes regenerated
+    # codes regenerated: the question first (issue 13), then its answer
+    question = client.htmx("POST", "/account/recovery-codes/regenerate")
+    answer = {"codes_version": version_in(question.text), "confirmed": "yes"}
+    regenerated = client.htmx("POST", "/account/recovery-codes/regenerate", data=answer)
     assert regenerated.status_code == 200 and "Save your recovery codes" in regenerated.text
     codes = codes_of(regenerated.text)
     spare_device = Auth(client, SoftAuthenticator(rp_id="localhost", origin=ORIGIN))

@@ -89,8 +89,11 @@ def expected(requires: bool, enabled: bool, passkeys: int, session: str, action:
     if not meets:
         return SECOND_FACTOR_FIRST
     if action == "enable":
-        # "always (user signed in, full session)"; turning on what is on is a conflict.
-        return (409, "already on") if enabled else ALLOWED
+        # "always (user signed in, full session)"; turning on what is on is a conflict, and
+        # rev 2 §4.1b: "no button while a requirement is in force" (it is on already).
+        if enabled:
+            return (409, "already on")
+        return (409, "already requires") if requires else ALLOWED
     if action == "disable":
         if requires:  # "refused: 403 and a message …"
             return (403, ADMIN_REQUIRES)
@@ -187,6 +190,45 @@ def test_status_words(requires, enabled, words, disable_button, recovery_section
     )
 
 
+@pytest.mark.parametrize(
+    ("requires", "enabled", "on_record", "remaining", "state", "at_sign_in"),
+    [
+        # §4.1b: codes exist whenever effective 2FA is on, however it came on
+        (False, False, 0, 0, "off", False),
+        (False, False, 10, 10, "off", False),
+        (True, False, 0, 0, "none", True),  # required of a passkey holder: create at sign-in
+        (False, True, 0, 0, "none", True),  # (an administrator turned the flag on)
+        (True, True, 10, 10, "some", False),
+        (False, True, 10, 3, "some", False),
+        (False, True, 10, 2, "low", False),
+        (True, False, 10, 1, "low", False),
+        (False, True, 10, 0, "used", False),  # all used: "Create recovery codes", not unasked
+    ],
+)
+def test_recovery_code_rules(requires, enabled, on_record, remaining, state, at_sign_in):
+    user = Flags(requires, enabled)
+    assert twofactor.recovery_codes_state(user, on_record, remaining) == state
+    assert twofactor.issues_codes_at_sign_in(user, on_record) is at_sign_in
+    # the question "Your current codes will stop working." only when some still work
+    assert twofactor.regenerating_asks_first(remaining) is (remaining > 0)
+    # turning 2FA on never replaces codes that still work
+    assert twofactor.enabling_issues_codes(remaining) is (remaining == 0)
+
+
+@pytest.mark.parametrize(
+    ("requires", "enabled", "enable_button"),
+    [(False, False, True), (False, True, False), (True, False, False), (True, True, False)],
+)
+def test_no_enable_button_while_required(requires, enabled, enable_button):
+    assert twofactor.shows_enable_button(Flags(requires, enabled)) is enable_button
+
+
+def test_codes_changed_meanwhile():
+    assert not twofactor.codes_changed_meanwhile("41", "41")
+    assert twofactor.codes_changed_meanwhile("41", "52")
+    assert twofactor.codes_changed_meanwhile("0", "52")
+
+
 def test_recent_authentication_window_edges():
     now = utcnow()
     recent = twofactor.recently_authenticated
@@ -225,6 +267,8 @@ def expected_reauth(action: str, recent: bool, passkeys: int, two_factor: str) -
     if action == "enable-with-new-passkey":
         if enabled:
             refusal = (409, "already on")
+        elif requires:  # rev 2 §4.1b: no enabling while a requirement is in force
+            refusal = (409, "already requires")
         elif passkeys >= 32:
             refusal = (409, "most")
     if action == "remove-passkey" and effective and passkeys <= 1:
@@ -698,31 +742,89 @@ def test_enable_with_new_passkey(auth, client, authn, database):
     assert kinds(database)[-2:] == ["passkey_added", "2fa_enabled"]
 
 
-def test_enable_when_required_records_both(auth, client, database, admin):
+def test_required_passkey_holder_gets_codes_once_and_no_enable(auth, client, database, admin):
+    """SPEC §4.1b (rev 2): an administrator requires 2FA of a passkey holder: /login/2fa
+    says why, the finish creates 10 codes and shows them once; no "Enable" while required,
+    and enabling can't replace the codes (409, nothing changes)."""
     auth.login()
     auth.add_passkey("Work key")
-    # The administrator requires it; the session is not MFA-verified: second factor first.
     set_required(admin, True)
     assert client.page("/account", follow_redirects=False).headers["location"] == "/login/2fa"
+    explained = client.page("/login/2fa")
+    assert "Your administrator now requires two-factor authentication." in explained.text
     credential = auth.assertion("/login/2fa/passkey/start")
-    assert (
-        client.json_post("/login/2fa/passkey/finish", {"credential": credential}).status_code == 200
-    )
-    client.page("/account")
+
+    done = client.json_post("/login/2fa/passkey/finish", {"credential": credential})
+
+    assert done.status_code == 200 and "hx-redirect" not in done.headers
+    assert "Save your recovery codes" in done.text
+    codes = codes_in(done.text)
+    assert len(codes) == 10 and unused_codes(database) == 10
+    assert "recovery_codes_created" in kinds(database)
+    # shown once: the next sign-in doesn't create (or show) others
+    assert my_session(database, client).state == "full"
     card = client.htmx("GET", "/account/two-factor")
     assert "data-2fa-status>Required by your administrator<" in card.text
-    # SPEC rev 2 §4.1b: no "Enable" button while a requirement is in force (the endpoint
-    # still accepts it: "user enables 2FA — always")
+    # SPEC rev 2 §4.1b: no "Enable" while a requirement is in force, and the step refuses
+    # it (enrolling again would only replace the codes the user saved)
     assert "Enable two-factor authentication" not in card.text
     assert "Disable two-factor authentication" not in card.text
+    section = client.htmx("GET", "/account/recovery-codes")
+    assert "10 of 10 recovery codes remain" in section.text
+    hashes = {r.code_hash for r in query(database, select(RecoveryCode))}
+    step = client.htmx("GET", "/account/two-factor/enable")
+    assert step.status_code == 409
+    assert twofactor.ALREADY_REQUIRED in step.text and 'id="two-factor"' in step.text
+    refused = client.json_post("/account/two-factor/enable/start", {"mode": "existing"})
+    assert refused.status_code == 409
+    assert refused.json() == {"detail": twofactor.ALREADY_REQUIRED}
+    assert {r.code_hash for r in query(database, select(RecoveryCode))} == hashes
+    assert not reload_user(database).user_2fa_enabled
+    # the saved codes keep working
+    sign_in_partial(auth)
+    used = client.form("/login/2fa/recovery", {"code": codes[0]})
+    assert used.status_code == 303 and used.headers["location"] == "/account"
+    assert unused_codes(database) == 9
 
-    assert auth.enable_2fa().status_code == 200
 
-    card = client.htmx("GET", "/account/two-factor")
-    assert "Required by your administrator (also turned on by you)" in card.text
-    assert "Disable two-factor authentication" not in card.text
-    user = reload_user(database)
-    assert user.requires_2fa and user.user_2fa_enabled
+def test_sign_in_without_codes_creates_them_only_once(auth, client, database, admin):
+    """A passkey sign-in (the login page's) also creates the missing codes; all codes used
+    is not "none": the section offers "Create recovery codes" instead."""
+    auth.login()
+    auth.add_passkey("Work key")
+    set_required(admin, True)
+    auth.logout()
+    client.page("/login")
+    credential = auth.assertion("/login/passkey/start")
+    first = client.json_post("/login/passkey/finish", {"credential": credential})
+    assert first.status_code == 200 and len(codes_in(first.text)) == 10
+    auth.logout()
+    client.page("/login")
+    credential = auth.assertion("/login/passkey/start")
+    second = client.json_post("/login/passkey/finish", {"credential": credential})
+    assert second.status_code == 200 and second.headers["hx-redirect"] == "/account"
+    assert kinds(database).count("recovery_codes_created") == 1
+    with database.session() as db:
+        db.exec(update(RecoveryCode).values(used_at=utcnow()))
+        db.commit()
+    section = client.htmx("GET", "/account/recovery-codes")
+    assert "You've used all your recovery codes" in section.text
+    assert "Create recovery codes" in section.text and " of 10 " not in section.text
+    created = client.htmx("POST", "/account/recovery-codes/regenerate", data={"confirmed": "yes"})
+    assert created.status_code == 200 and len(codes_in(created.text)) == 10
+
+
+def test_no_codes_yet_section(auth, client, database, admin):
+    auth.login()
+    auth.add_passkey("Work key")
+    set_enabled(admin, True)  # on without codes (an administrator's override)
+    with database.session() as db:  # the sign-in that would create them hasn't happened
+        db.exec(update(AuthSession).values(mfa_verified=True, state="full"))
+        db.commit()
+    section = client.htmx("GET", "/account/recovery-codes")
+    assert "You don't have recovery codes yet" in section.text
+    assert "Create recovery codes" in section.text
+    assert "0 of 10" not in section.text and "Only 0" not in section.text
 
 
 def test_enable_when_already_on_is_409(auth, client, authn, database, admin):
@@ -936,7 +1038,12 @@ def test_last_passkey_guard_refuses_before_any_ceremony(
     for response in (plain, htmx, start, confirm):
         assert response.status_code == 409
     assert twofactor.LAST_PASSKEY in html.unescape(plain.text) and 'role="alert"' in plain.text
-    assert htmx.text == twofactor.LAST_PASSKEY
+    # SPEC §9 (rev 2): a 409 answers the section as it is now, the refusal in the row
+    for answer in (htmx, confirm):
+        text = html.unescape(answer.text)
+        assert answer.text.lstrip().startswith('<section id="passkeys"'), answer.text[:80]
+        row = text[text.index(f'id="passkey-{passkey.id}"') :]
+        assert twofactor.LAST_PASSKEY in row[: row.index("</li>")]
     assert start.json() == {"detail": twofactor.LAST_PASSKEY}
     assert "last passkey" in twofactor.LAST_PASSKEY
     assert len(query(database, select(Passkey))) == 1
@@ -1009,10 +1116,63 @@ def test_remove_step_up_expires_after_10_minutes(auth, client, database):
     assert len(query(database, select(Passkey))) == 1
 
 
+VERSION_RE = re.compile(r'name="codes_version" value="(\w+)"')
+
+
+def version_in(text: str) -> str:
+    found = VERSION_RE.search(text) or re.search(r"codes_version=(\w+)", text)
+    assert found, text
+    return found.group(1)
+
+
+def test_regenerate_asks_first(auth, client, database):
+    """SPEC §4.1b/§9 (rev 2): the question first; only its answer replaces the codes."""
+    codes = enabled_with_passkey(auth)
+    card = client.htmx("GET", "/account/recovery-codes")
+    assert "Regenerate recovery codes" in card.text and 'method="post"' not in card.text
+    hashes = {r.code_hash for r in query(database, select(RecoveryCode))}
+    question = client.htmx(
+        "GET", f"/account/recovery-codes/regenerate?codes_version={version_in(card.text)}"
+    )
+    assert question.status_code == 200
+    assert "Your current codes will stop working." in question.text
+    assert "Regenerate recovery codes" in question.text and "Cancel" in question.text
+    assert "data-open" in question.text  # background refreshes leave it alone
+    # a post that is not the answer to the question asks it again; nothing changes
+    unasked = client.htmx("POST", "/account/recovery-codes/regenerate")
+    assert "Your current codes will stop working." in unasked.text
+    assert {r.code_hash for r in query(database, select(RecoveryCode))} == hashes
+    # no-JS: the same question as a whole page
+    plain = client.get(f"/account/recovery-codes/regenerate?codes_version={version_in(card.text)}")
+    assert plain.status_code == 200 and "<h1>Account security</h1>" in plain.text
+    assert "Your current codes will stop working." in plain.text
+
+    answer = {"codes_version": version_in(question.text), "confirmed": "yes"}
+    done = client.htmx("POST", "/account/recovery-codes/regenerate", data=answer)
+
+    assert done.status_code == 200 and done.headers["hx-trigger"] == "account-changed"
+    new = codes_in(done.text)
+    assert len(new) == 10 and not set(new) & set(codes)
+    assert "data-open" in done.text
+    # the same answer again (a second click, a second tab): 409, the current state, no change
+    hashes = {r.code_hash for r in query(database, select(RecoveryCode))}
+    again = client.htmx("POST", "/account/recovery-codes/regenerate", data=answer)
+    assert again.status_code == 409
+    assert "changed in another window" in html.unescape(again.text)
+    assert "10 of 10 recovery codes remain" in again.text
+    assert codes_in(again.text) == []
+    assert {r.code_hash for r in query(database, select(RecoveryCode))} == hashes
+    stale = client.htmx(
+        "GET", f"/account/recovery-codes/regenerate?codes_version={answer['codes_version']}"
+    )
+    assert stale.status_code == 409 and "Your current codes will stop working." not in stale.text
+    assert kinds(database).count("recovery_codes_regenerated") == 1
+
+
 def test_regenerate_codes_step_up(auth, client, database):
     codes = enabled_with_passkey(auth)
-    # right after enrollment (a passkey assertion): allowed at once
-    fresh = client.htmx("POST", "/account/recovery-codes/regenerate")
+    # right after enrollment (a passkey assertion): allowed at once, once asked
+    fresh = client.htmx("POST", "/account/recovery-codes/regenerate", data={"confirmed": "yes"})
     assert fresh.status_code == 200
     regenerated = codes_in(fresh.text)
     assert len(regenerated) == 10 and not set(regenerated) & set(codes)
@@ -1025,7 +1185,7 @@ def test_regenerate_codes_step_up(auth, client, database):
     move_step_up(database, 30)  # a recovery-code sign-in is recent (§4.1); 30 minutes on
     hashes = {r.code_hash for r in query(database, select(RecoveryCode))}
 
-    prompt = client.htmx("POST", "/account/recovery-codes/regenerate")
+    prompt = client.htmx("POST", "/account/recovery-codes/regenerate", data={"confirmed": "yes"})
 
     assert prompt.status_code == 200
     assert "Confirm it's you with one of your passkeys" in html.unescape(prompt.text)
@@ -1041,8 +1201,18 @@ def test_regenerate_codes_step_up(auth, client, database):
     assert kinds(database).count("recovery_codes_regenerated") == 2
 
     move_step_up(database, 11)
-    again = client.htmx("POST", "/account/recovery-codes/regenerate")
+    again = client.htmx("POST", "/account/recovery-codes/regenerate", data={"confirmed": "yes"})
     assert "Confirm it's you" in again.text and codes_in(again.text) == []
+    # a step-up begun on a page showing older codes: refused before any ceremony
+    stale = client.json_post("/account/recovery-codes/start", {"codes_version": "1"})
+    assert stale.status_code == 409 and "another window" in stale.json()["detail"]
+    current = version_in(client.htmx("GET", "/account/recovery-codes").text)
+    credential = auth.assertion("/account/recovery-codes/start", {"codes_version": current})
+    with database.session() as db:  # meanwhile, another tab regenerates
+        db.exec(update(RecoveryCode).values(code_hash=RecoveryCode.code_hash + "x"))
+        db.commit()
+    late = client.json_post("/account/recovery-codes/finish", {"credential": credential})
+    assert late.status_code == 409 and unused_codes(database) == 10
 
 
 def test_regenerate_refused_when_2fa_off(auth, client, database):
@@ -1116,7 +1286,9 @@ def test_admin_requires_2fa_mid_session(auth, client, database, admin):
     before = client.cookies.get(COOKIE)
     credential = auth.assertion("/login/2fa/passkey/start")
     done = client.json_post("/login/2fa/passkey/finish", {"credential": credential})
-    assert done.status_code == 200 and done.headers["hx-redirect"] == "/account"
+    # rev 2 (§4.1b): 2FA came on without codes: this finish creates them and shows them once
+    assert done.status_code == 200 and len(codes_in(done.text)) == 10
+    assert 'href="/account">I have saved these codes' in done.text
     assert client.cookies.get(COOKIE) != before
     session = my_session(database, client)
     assert session.state == "full" and session.acr == "aal2" and session.mfa_verified

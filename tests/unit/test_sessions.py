@@ -425,6 +425,10 @@ def test_unusable_credentials_are_refused_without_counting(client, user, databas
     [
         ("/account", "/account"),
         ("/account/sessions", "/account/sessions"),
+        ("/account/passkeys/1/rename", "/account"),  # rev 2: never a step or a POST route
+        ("/account/recovery-codes/regenerate", "/account"),
+        ("/login/2fa/recovery", "/account"),
+        ("/logout", "/account"),
         ("//evil", "/account"),
         ("/\\evil", "/account"),
         ("https://evil", "/account"),
@@ -435,6 +439,10 @@ def test_unusable_credentials_are_refused_without_counting(client, user, databas
     ids=[
         "account",
         "section",
+        "rename-step",
+        "post-route",
+        "login-post-route",
+        "logout",
         "scheme-relative",
         "backslash",
         "absolute",
@@ -463,6 +471,22 @@ def test_return_to_on_the_login_page_and_when_signed_in(client, user):
 def test_return_to_kept_by_the_login_page(client, user):
     page = client.page("/login?return_to=/account/sessions")
     assert 'name="return_to" value="/account/sessions"' in page.text
+
+
+def test_signed_out_elsewhere_is_told_on_the_sign_in_page(client, user, make_client):
+    sign_in(client)
+    other = make_client()
+    other.page("/login")
+    assert sign_in(other).status_code == 303
+    other.page("/account")
+    revoke = other.form("/account/sessions/revoke-others")
+    assert revoke.status_code == 303 or revoke.status_code == 200
+    landed = client.get("/account", follow_redirects=True)
+    assert "You were signed out from another session." in html.unescape(landed.text)
+    again = client.page("/login")  # said once: the stale cookie is gone
+    assert "signed out from another session" not in again.text
+    fresh = make_client().page("/login")
+    assert "signed out from another session" not in fresh.text
 
 
 def test_return_to_survives_the_second_factor(auth, client, database):

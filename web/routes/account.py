@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
@@ -11,8 +12,9 @@ from litestar.params import FromPath, FromQuery, RawBody, URLEncodedBody
 from litestar.response import Redirect, Template
 from sqlmodel import Session
 
-from models import utcnow
+from models import User, utcnow
 from models.passkey import passkey_count, passkeys_of
+from models.recovery import recovery_codes_remaining
 from web import account, ceremony, passkeys, password_change, sessions, twofactor
 from web.errors import Refused
 from web.routes.common import DB, Current, client, field, rate_limit, render, settings_of
@@ -63,6 +65,33 @@ def section(
     )
 
 
+# Where each section shows a refusal of its own action (SPEC §9: a 409 swaps the section's
+# current state with the message; htmx's responseHandling swaps 409s).
+SECTION_ERROR = {
+    "two-factor": "tf_error",
+    "passkeys": "pk_error",
+    "recovery-codes": "rc_error",
+    "sessions": "notice",
+}
+
+
+def conflict(
+    request: Request,
+    db: Session,
+    viewer: sessions.Viewer,
+    name: str,
+    refusal: Refused,
+    **state: Any,
+) -> Template:
+    """A refused action of a section: the section as it is now, with the refusal's words in
+    it (never a card that contradicts the current state). Nothing was changed."""
+    db.rollback()
+    viewer.user = db.get(User, viewer.user.id, populate_existing=True) or viewer.user
+    message = str(refusal.detail)
+    state[SECTION_ERROR[name]] = message
+    return section(request, db, viewer, name, status=refusal.status_code, **state)
+
+
 def removed(
     request: Request, db: Session, viewer: sessions.Viewer, token: str | None = None
 ) -> Template:
@@ -79,6 +108,15 @@ def removed(
         token=token,
         signal=signal,
     )
+
+
+def form_fields(body: bytes) -> dict[str, str]:
+    """A small urlencoded form (or none at all): its text fields, the last value of each."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise Refused(400, "The form could not be read.") from error
+    return {key: value[:200] for key, value in pairs}
 
 
 def window(request: Request) -> tuple[datetime, int]:
@@ -129,7 +167,10 @@ class AccountController(Controller):
 
     @get("/two-factor/enable", sync_to_thread=True)
     def enable_step(self, request: Request, db: DB, viewer: Current) -> Template:
-        account.require(twofactor.can_enable(viewer.user))
+        decision = twofactor.can_enable(viewer.user)
+        if not decision.allowed:
+            refusal = Refused(decision.status, decision.message)
+            return conflict(request, db, viewer, "two-factor", refusal)
         return section(request, db, viewer, "two-factor", tf_mode="enroll")
 
     @post("/two-factor/enable/start", sync_to_thread=True, opt=JSON)
@@ -171,6 +212,16 @@ class AccountController(Controller):
     def enable_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, _ = ceremony.read_credential(body)
         enabled = account.enable_2fa(db, settings_of(request), client(request), viewer, credential)
+        if not enabled.codes:  # codes that still work are kept (SPEC §4.1b)
+            return section(
+                request,
+                db,
+                viewer,
+                "two-factor",
+                notice="Two-factor authentication is on. Your recovery codes still work.",
+                trigger=CHANGED,
+                token=enabled.token,
+            )
         return section(
             request,
             db,
@@ -186,7 +237,11 @@ class AccountController(Controller):
 
     @get("/two-factor/disable", sync_to_thread=True)
     def disable_step(self, request: Request, db: DB, viewer: Current) -> Template:
-        account.require(twofactor.can_disable(viewer.user))
+        decision = twofactor.can_disable(viewer.user)
+        if decision.status == 409:  # already off: the card as it is now, with the words
+            refusal = Refused(decision.status, decision.message)
+            return conflict(request, db, viewer, "two-factor", refusal)
+        account.require(decision)
         return section(request, db, viewer, "two-factor", tf_mode="disable")
 
     @post("/two-factor/disable/start", sync_to_thread=True, opt=JSON)
@@ -310,7 +365,12 @@ class AccountController(Controller):
     def remove_confirm(
         self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
-        account.check_removal(db, viewer, passkey_id)
+        try:
+            account.check_removal(db, viewer, passkey_id)
+        except Refused as refusal:
+            if refusal.status_code != 409:
+                raise
+            return conflict(request, db, viewer, "passkeys", refusal, pk_refused=passkey_id)
         db.rollback()
         return section(request, db, viewer, "passkeys", pk_confirming=passkey_id)
 
@@ -318,16 +378,21 @@ class AccountController(Controller):
     def remove(
         self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
-        account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
-        count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
-        now, seconds = window(request)
-        decision = twofactor.can_remove_passkey_now(
-            viewer.user, viewer.session, count, now, seconds
-        )
-        if decision.code == twofactor.REAUTH_REQUIRED:
-            db.rollback()
-            return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
-        account.remove_passkey(db, client(request), viewer, passkey_id)
+        try:
+            account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
+            count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+            now, seconds = window(request)
+            decision = twofactor.can_remove_passkey_now(
+                viewer.user, viewer.session, count, now, seconds
+            )
+            if decision.code == twofactor.REAUTH_REQUIRED:
+                db.rollback()
+                return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
+            account.remove_passkey(db, client(request), viewer, passkey_id)
+        except Refused as refusal:
+            if refusal.status_code != 409:
+                raise
+            return conflict(request, db, viewer, "passkeys", refusal, pk_refused=passkey_id)
         return removed(request, db, viewer)
 
     @post("/passkeys/{passkey_id:int}/remove/start", sync_to_thread=True, opt=JSON)
@@ -359,21 +424,60 @@ class AccountController(Controller):
 
     # ---- Recovery codes --------------------------------------------------------------
 
+    @get("/recovery-codes/regenerate", sync_to_thread=True)
+    def regenerate_question(
+        self, request: Request, db: DB, viewer: Current, codes_version: FromQuery[str | None] = None
+    ) -> Template:
+        """The question first: "Your current codes will stop working." (SPEC §4.1b)."""
+        try:
+            account.require(twofactor.can_regenerate_codes(viewer.user))
+            if codes_version is not None:
+                account.check_codes_version(db, viewer, codes_version[:32])
+        except Refused as refusal:
+            if refusal.status_code != 409:
+                raise
+            return conflict(request, db, viewer, "recovery-codes", refusal)
+        remaining = recovery_codes_remaining(db, viewer.user.id)  # type: ignore[arg-type]
+        mode = "confirm" if twofactor.regenerating_asks_first(remaining) else "view"
+        return section(request, db, viewer, "recovery-codes", rc_mode=mode)
+
     @post("/recovery-codes/regenerate", sync_to_thread=True)
-    def regenerate(self, request: Request, db: DB, viewer: Current) -> Template:
-        now, seconds = window(request)
-        decision = twofactor.can_regenerate_codes_now(viewer.user, viewer.session, now, seconds)
-        if decision.code == twofactor.REAUTH_REQUIRED:
-            return section(request, db, viewer, "recovery-codes", rc_mode="step-up")
-        account.require(decision)
-        codes = account.regenerate_codes(db, client(request), viewer)
+    def regenerate(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
+        """The answer to the question (or "Create recovery codes"): "Confirm it's you" first
+        when this session hasn't authenticated lately, then the new codes, once."""
+        fields = form_fields(body)
+        seen, confirmed = fields.get("codes_version"), fields.get("confirmed") == "yes"
+        try:
+            account.require(twofactor.can_regenerate_codes(viewer.user))
+            if seen is not None:  # our pages always say which codes they show
+                account.check_codes_version(db, viewer, seen)
+            remaining = recovery_codes_remaining(db, viewer.user.id)  # type: ignore[arg-type]
+            if twofactor.regenerating_asks_first(remaining) and not confirmed:
+                return section(request, db, viewer, "recovery-codes", rc_mode="confirm")
+            now, seconds = window(request)
+            decision = twofactor.can_regenerate_codes_now(viewer.user, viewer.session, now, seconds)
+            if decision.code == twofactor.REAUTH_REQUIRED:
+                return section(request, db, viewer, "recovery-codes", rc_mode="step-up")
+            account.require(decision)
+            codes = account.regenerate_codes(db, client(request), viewer, seen)
+        except Refused as refusal:
+            if refusal.status_code != 409:
+                raise
+            return conflict(request, db, viewer, "recovery-codes", refusal)
         return section(
             request, db, viewer, "recovery-codes", rc_mode="codes", codes=codes, trigger=CHANGED
         )
 
     @post("/recovery-codes/start", sync_to_thread=True, opt=JSON)
-    def regenerate_start(self, request: Request, db: DB, viewer: Current) -> Response:
+    def regenerate_start(
+        self, request: Request, db: DB, viewer: Current, body: RawBody
+    ) -> Response:
         account.require(twofactor.can_regenerate_codes(viewer.user))
+        seen = ceremony.read_json(body).get("codes_version") if body else None
+        if seen is not None and not isinstance(seen, str):
+            raise Refused(400, "The request could not be understood.")
+        if seen is not None:  # the step-up began on a page showing these codes
+            account.check_codes_version(db, viewer, seen)
         rate_limit(request, "ceremony")
         options = passkeys.start_authentication(
             db,
@@ -383,6 +487,7 @@ class AccountController(Controller):
             purpose="recovery-codes",
             user=viewer.user,
             allow=passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+            data={"codes_version": seen},
         )
         db.commit()
         return ceremony_options(options)
@@ -551,7 +656,7 @@ class AccountController(Controller):
     def revoke(
         self, request: Request, db: DB, viewer: Current, session_id: FromPath[int]
     ) -> Template:
-        account.revoke_session(db, viewer, session_id)
+        account.revoke_session(db, client(request), viewer, session_id)
         return section(request, db, viewer, "sessions", notice="That session was signed out.")
 
     @post("/sessions/revoke-others", sync_to_thread=True)

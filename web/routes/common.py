@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -97,10 +98,15 @@ RETURN_TO_SAFE = "/?&=%#+:@!$'()*,;~-._"
 """Characters a return_to keeps as they are; every other one is percent-encoded (UTF-8),
 so only ASCII ever reaches a Location header."""
 
+# Not places to land after signing in: a step or a form's POST route (deeper than
+# /account/<section>: …/passkeys/1/rename, …/recovery-codes/regenerate), sign-in, sign-out.
+NOT_A_DESTINATION = re.compile(r"/account/[^/]+/|/login(/|$)|/logout(/|$)")
+
 
 def safe_return_to(value: str | None) -> str:
-    """Only local paths: "/x" but never "//host" or "/\\host", spelled plainly or
-    percent-encoded; no control characters or backslashes; at most 512 characters.
+    """Only local full pages: "/x" but never "//host" or "/\\host", spelled plainly or
+    percent-encoded; no control characters or backslashes; at most 512 characters; never a
+    step or a form's POST route (after sign-in a person lands on a page, not on …/rename).
     Anything else falls back to the account page; what passes is encoded for headers."""
     if not value or len(value) > 512:
         return HOME
@@ -108,6 +114,8 @@ def safe_return_to(value: str | None) -> str:
         if not spelling.startswith("/") or spelling.startswith(("//", "/\\")):
             return HOME
         if any(ch == "\\" or ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in spelling):
+            return HOME
+        if NOT_A_DESTINATION.match(spelling.split("?", 1)[0]):
             return HOME
     return quote(value, safe=RETURN_TO_SAFE)
 

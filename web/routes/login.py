@@ -29,7 +29,7 @@ from web.routes.common import (
     settings_of,
 )
 from web.tokens import digest, new_token
-from web.views import accepted_credentials, default_passkey_name
+from web.views import accepted_credentials, codes_download, default_passkey_name, site_of
 
 JSON = {"body": "json"}
 
@@ -38,12 +38,13 @@ def login_page(
     request: Request,
     *,
     error: str = "",
+    notice: str = "",
     username: str = "",
     return_to: str = "",
     status: int = 200,
     headers: dict[str, str] | None = None,
 ) -> Template:
-    context = {"error": error, "username": username, "return_to": return_to}
+    context = {"error": error, "notice": notice, "username": username, "return_to": return_to}
     return render(
         request,
         page="pages/login.html",
@@ -52,6 +53,50 @@ def login_page(
         status=status,
         headers=headers,
     )
+
+
+SIGNED_OUT_ELSEWHERE = "You were signed out from another session."
+SESSION_EXPIRED = "Your session expired. Please sign in again."
+SIGNED_IN_WITH_NEW_CODES = (
+    "You are signed in. Two-factor authentication is on for your account, "
+    "so here are your recovery codes."
+)
+
+
+def codes_once(
+    request: Request,
+    completed: signin.Completed,
+    continue_to: str,
+    *,
+    words: str = SIGNED_IN_WITH_NEW_CODES,
+    root_id: str = "second-factor",
+) -> Template:
+    """The new recovery codes, shown once, before going on to `continue_to` (after
+    enroll-at-login, and after the first sign-in since 2FA came on without codes)."""
+    context = {
+        "codes": completed.codes,
+        "codes_title": "Save your recovery codes",
+        "continue_to": continue_to,
+        "signed_in_words": words,
+        "root_id": root_id,
+        "download": codes_download(completed.username, site_of(settings_of(request)), utcnow()),
+    }
+    return render(
+        request,
+        page="pages/enrolled.html",
+        partial="partials/login/enrolled.html",
+        context=context,
+        token=completed.token,
+    )
+
+
+def finished(
+    request: Request, completed: signin.Completed, continue_to: str, root_id: str = "second-factor"
+) -> Response | Template:
+    """Where a completed sign-in goes: its new codes first when it created some."""
+    if completed.codes:
+        return codes_once(request, completed, continue_to, root_id=root_id)
+    return redirect(request, continue_to, token=completed.token)
 
 
 def return_to_of(fields: dict[str, Any]) -> str:
@@ -65,10 +110,20 @@ class LoginController(Controller):
 
     @get("/", sync_to_thread=True)
     def show(self, request: Request, db: DB, return_to: FromQuery[str] = "") -> Template | Response:
+        token = sessions.token_of(request)
+        existed = sessions.names_a_session(db, token)
         viewer = sessions.load(request, db)
         if viewer is not None and viewer.session.state == "full":
             return redirect(request, safe_return_to(return_to))
-        return login_page(request, return_to=safe_return_to(return_to) if return_to else "")
+        notice = ""
+        if token and viewer is None:  # the cookie names a session that is no more
+            notice = SESSION_EXPIRED if existed else SIGNED_OUT_ELSEWHERE
+        page = login_page(
+            request, notice=notice, return_to=safe_return_to(return_to) if return_to else ""
+        )
+        if notice:
+            sessions.clear_cookie(page, settings_of(request))  # say it once
+        return page
 
     @post("/", sync_to_thread=True)
     def submit(
@@ -127,9 +182,9 @@ class LoginController(Controller):
         return response
 
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
-    def passkey_finish(self, request: Request, db: DB, body: RawBody) -> Response:
+    def passkey_finish(self, request: Request, db: DB, body: RawBody) -> Response | Template:
         credential, fields = ceremony.read_credential(body)
-        token = signin.passkey_sign_in(
+        completed = signin.passkey_sign_in(
             db,
             settings_of(request),
             client(request),
@@ -137,7 +192,9 @@ class LoginController(Controller):
             login_binding(request),
             replaces=sessions.token_of(request),
         )
-        response = redirect(request, return_to_of(fields), token=token)
+        if completed.codes:  # 2FA came on without codes: shown once, in place of this card
+            return codes_once(request, completed, return_to_of(fields), root_id="sign-in")
+        response = redirect(request, return_to_of(fields), token=completed.token)
         handle = passkeys.user_handle_of(credential)  # verified: it names the owner
         return with_accepted_credentials(
             request, db, response, user_by_handle(db, handle) if handle else None
@@ -186,6 +243,7 @@ class SecondFactorController(Controller):
             viewer.user, viewer.session, count, utcnow(), settings_of(request).reauth_seconds
         )
         context = {
+            "admin_required": viewer.session.partial_reason == "admin-required",
             "enroll": enroll,
             # a demoted or stale session enters the password before registering a passkey
             "enroll_password_first": enroll and may_enroll.code == twofactor.REAUTH_REQUIRED,
@@ -208,6 +266,11 @@ class SecondFactorController(Controller):
     ) -> Template:
         return self._page(request, db, viewer, return_to=safe_return_to(return_to))
 
+    @get("/recovery", sync_to_thread=False)
+    def recovery_page(self) -> Response:
+        """The form posts here; a reload or a bookmark of it lands on the step itself."""
+        return Response(content=None, status_code=303, headers={"Location": "/login/2fa"})
+
     @post("/recovery", sync_to_thread=True)
     def recovery_code(
         self, request: Request, db: DB, viewer: Current, data: URLEncodedBody[dict[str, Any]]
@@ -216,7 +279,7 @@ class SecondFactorController(Controller):
         return_to = safe_return_to(field(data, "return_to"))
         try:
             rate_limit(request, "sign-in")
-            token, _ = signin.second_factor_code(
+            completed = signin.second_factor_code(
                 db, settings_of(request), client(request), viewer, code
             )
         except Refused as refusal:
@@ -230,7 +293,7 @@ class SecondFactorController(Controller):
                 error=str(refusal.detail),
                 status=refusal.status_code,
             )
-        return redirect(request, return_to, token=token)
+        return finished(request, completed, return_to)
 
     @post("/password", sync_to_thread=True)
     def password(
@@ -279,12 +342,16 @@ class SecondFactorController(Controller):
         return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
 
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
-    def passkey_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
+    def passkey_finish(
+        self, request: Request, db: DB, viewer: Current, body: RawBody
+    ) -> Response | Template:
         credential, fields = ceremony.read_credential(body)
-        token = signin.second_factor_passkey(
+        completed = signin.second_factor_passkey(
             db, settings_of(request), client(request), viewer, credential
         )
-        response = redirect(request, return_to_of(fields), token=token)
+        if completed.codes:  # 2FA came on without codes: shown once before going on
+            return codes_once(request, completed, return_to_of(fields))
+        response = redirect(request, return_to_of(fields), token=completed.token)
         return with_accepted_credentials(request, db, response, viewer.user)
 
     @post("/enroll/start", sync_to_thread=True, opt=JSON)
@@ -313,17 +380,12 @@ class SecondFactorController(Controller):
         token, codes = signin.enroll_at_login(
             db, settings_of(request), client(request), viewer, credential, name
         )
-        context = {
-            "codes": codes,
-            "codes_title": "Save your recovery codes",
-            "continue_to": return_to_of(fields),
-        }
-        return render(
+        completed = signin.Completed(token, codes, viewer.user.username)
+        return codes_once(
             request,
-            page="pages/enrolled.html",
-            partial="partials/login/enrolled.html",
-            context=context,
-            token=token,
+            completed,
+            return_to_of(fields),
+            words="Your passkey is registered and you are signed in.",
         )
 
 
