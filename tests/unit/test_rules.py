@@ -243,8 +243,8 @@ def test_recent_authentication_window_edges():
 
 
 # The table of SPEC §4.1: every action that needs recent authentication, × recent/stale ×
-# passkeys on the account × 2FA state. (The grace-period "pending" column joins this table
-# with issue 11's requirement_pending: on this branch a requirement is always in force.)
+# passkeys on the account × 2FA state (off, on by the user, required and in force, required
+# but pending — a grace period, §4.2 — with the user's own flag off or on).
 REAUTH_ACTIONS = (
     "add-passkey",
     "enable-with-new-passkey",
@@ -252,22 +252,38 @@ REAUTH_ACTIONS = (
     "regenerate-codes",
     "change-password",
 )
-TWO_FACTOR = {"off": (False, False), "on-by-user": (False, True), "required": (True, False)}
+TWO_FACTOR = {  # (requires_2fa, user_2fa_enabled, the requirement pending)
+    "off": (False, False, False),
+    "on-by-user": (False, True, False),
+    "required": (True, False, False),
+    "pending": (True, False, True),
+    "pending-on-by-user": (True, True, True),
+}
+
+
+def two_factor_flags(two_factor: str, now: datetime) -> Flags:
+    requires, enabled, pending = TWO_FACTOR[two_factor]
+    start = now + timedelta(days=7) if pending else None
+    return Flags(requires, enabled, requires_2fa_from=start)
+
+
 CONFIRM = (403, "reauth-required")
 
 
 def expected_reauth(action: str, recent: bool, passkeys: int, two_factor: str) -> Any:
     """Read from SPEC §4/§4.1/§7: refusals the rules make anyway come first (no ceremony for
     them), then "Confirm it's you" when the authentication is not recent."""
-    requires, enabled = TWO_FACTOR[two_factor]
-    effective = requires or enabled
+    requires, enabled, pending = TWO_FACTOR[two_factor]
+    in_force = requires and not pending
+    effective = in_force or enabled
     refusal: Any = None
     if action == "add-passkey" and passkeys >= 32:
         refusal = (409, "most")  # "At most 32 passkeys per user (a clear 409 beyond)"
     if action == "enable-with-new-passkey":
         if enabled:
             refusal = (409, "already on")
-        elif requires:  # rev 2 §4.1b: no enabling while a requirement is in force
+        elif in_force:  # rev 2 §4.1b: no enabling while a requirement is in force (§4.2:
+            # during a grace period it is offered)
             refusal = (409, "already requires")
         elif passkeys >= 32:
             refusal = (409, "most")
@@ -281,7 +297,7 @@ def expected_reauth(action: str, recent: bool, passkeys: int, two_factor: str) -
 
 
 def actual_reauth(action: str, facts: Facts, passkeys: int, two_factor: str, now: datetime) -> Any:
-    user = Flags(*TWO_FACTOR[two_factor])
+    user = two_factor_flags(two_factor, now)
     decision = {
         "add-passkey": lambda: twofactor.can_add_passkey(facts, passkeys, now, 600),
         "enable-with-new-passkey": lambda: twofactor.can_enable_with_new_passkey(
