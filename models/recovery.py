@@ -3,8 +3,10 @@ from datetime import datetime
 from sqlalchemy import Index, bindparam
 from sqlmodel import Field, Session, SQLModel, func, select
 
+from models.base import Persisted
 
-class RecoveryCode(SQLModel, table=True):
+
+class RecoveryCode(Persisted, SQLModel, table=True):
     __tablename__ = "recovery_codes"
     __table_args__ = (Index("ix_recovery_codes_user_id", "user_id"),)
 
