@@ -241,7 +241,7 @@ def deliver(database: Database, settings: Settings, *, ignore_delays: bool = Fal
         if not rows:
             return outcome
         for row in rows:
-            tried.add(row.id)  # type: ignore[arg-type]
+            tried.add(row.pk)
             error = _send_one(settings, config, row)
             with database.session() as db:
                 _record(db, row, error)

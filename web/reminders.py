@@ -58,7 +58,7 @@ def send_due_reminders(database: Database, now: datetime | None = None) -> int:
             assert start is not None  # reminder_due says so
             events.record(
                 db,
-                user_id,  # type: ignore[arg-type]
+                user.pk,
                 "2fa_requirement_reminder",
                 actor="admin",
                 **{"from": twofactor.iso_utc(start)},

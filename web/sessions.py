@@ -77,7 +77,7 @@ def start_session(
     db.add(
         AuthSession(
             token_hash=digest(token),
-            user_id=user.id,  # type: ignore[arg-type]
+            user_id=user.pk,
             state=PARTIAL if partial else FULL,
             amr=amr,
             acr="aal2" if mfa_verified else "aal1",
