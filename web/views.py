@@ -314,11 +314,7 @@ def account_context(
     effective = twofactor.effective(user, now)
     remaining = recovery_codes_remaining(db, user.pk) if effective else 0
     on_record = recovery.on_record(db, user.pk) if effective else 0
-    live = [
-        s
-        for s in sessions.sessions_of(db, user.pk)
-        if not sessions.is_expired(s, settings)
-    ]
+    live = [s for s in sessions.sessions_of(db, user.pk) if not sessions.is_expired(s, settings)]
     context: dict[str, Any] = {
         "user": user,
         "display_name": user.display_name or user.username,
