@@ -1,7 +1,7 @@
 from datetime import datetime
 
 from sqlalchemy import Index, bindparam
-from sqlmodel import Field, Session, SQLModel, func, select
+from sqlmodel import Field, Session, SQLModel, col, func, select
 
 from models.base import Persisted
 
@@ -20,7 +20,7 @@ class RecoveryCode(Persisted, SQLModel, table=True):
 # Built once (statement construction and its cache key cost more than the query itself).
 _REMAINING = select(func.count()).where(
     RecoveryCode.user_id == bindparam("user_id"),
-    RecoveryCode.used_at.is_(None),  # type: ignore[union-attr]
+    col(RecoveryCode.used_at).is_(None),
 )
 
 

@@ -235,7 +235,7 @@ def take_challenge(
         )
         .values(consumed_at=now)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise Refused(400, EXPIRED)
     return db.exec(select(WebAuthnChallenge).where(WebAuthnChallenge.challenge == challenge)).one()
 
