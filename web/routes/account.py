@@ -371,7 +371,12 @@ class AccountController(Controller):
             if refusal.status_code != 409:
                 raise
             return conflict(request, db, viewer, "passkeys", refusal, pk_refused=passkey_id)
+        count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
         db.rollback()
+        if twofactor.removal_needs_confirmation(
+            viewer.user, viewer.session, count, *window(request)
+        ):  # the question and "Confirm it's you" as one step: its assertion removes
+            return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
         return section(request, db, viewer, "passkeys", pk_confirming=passkey_id)
 
     @post("/passkeys/{passkey_id:int}/remove", sync_to_thread=True)
@@ -381,11 +386,9 @@ class AccountController(Controller):
         try:
             account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
             count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
-            now, seconds = window(request)
-            decision = twofactor.can_remove_passkey_now(
-                viewer.user, viewer.session, count, now, seconds
-            )
-            if decision.code == twofactor.REAUTH_REQUIRED:
+            if twofactor.removal_needs_confirmation(
+                viewer.user, viewer.session, count, *window(request)
+            ):  # stale since the question (or no JavaScript): the combined step
                 db.rollback()
                 return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
             account.remove_passkey(db, client(request), viewer, passkey_id)
