@@ -339,7 +339,7 @@ def test_removal_question_carries_the_confirmation_when_stale(recent, passkeys, 
     never with the password (the account has the passkey being removed)."""
     now = utcnow()
     facts = Facts("full", True, now - timedelta(seconds=600 if recent else 601))
-    user = Flags(*TWO_FACTOR[two_factor])
+    user = two_factor_flags(two_factor, now)
     combined = twofactor.removal_needs_confirmation(user, facts, passkeys, now, 600)
     assert combined is (expected_reauth("remove-passkey", recent, passkeys, two_factor) == CONFIRM)
     assert twofactor.confirm_method(passkeys) == "passkey"
