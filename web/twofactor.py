@@ -356,6 +356,17 @@ def can_remove_passkey_now(
     return _then_recent(can_remove_passkey(user, passkey_count), session, now, seconds)
 
 
+def removal_needs_confirmation(
+    user: UserFlags, session: SessionFacts, passkey_count: int, now: datetime, seconds: int
+) -> bool:
+    """The removal question is also "Confirm it's you" — ONE step, whose passkey assertion
+    confirms and removes — when this session hasn't authenticated lately (SPEC §4.1); a
+    recent session gets the plain question (one click removes). A passkey is always there
+    to confirm with (the one being removed), so this step never asks for the password."""
+    decision = can_remove_passkey_now(user, session, passkey_count, now, seconds)
+    return decision.code == REAUTH_REQUIRED
+
+
 def can_regenerate_codes_now(
     user: UserFlags, session: SessionFacts, now: datetime, seconds: int
 ) -> Decision:

@@ -276,7 +276,7 @@ SECTION_STATE: dict[str, Any] = {
     "tf_error": "",
     "pk_editing": None,  # passkey id with its rename form open
     "pk_confirming": None,  # passkey id asking "Remove passkey?"
-    "pk_step_up": None,  # passkey id waiting for a passkey verification before removal
+    "pk_step_up": None,  # passkey id asking "Remove passkey?" with "Confirm it's you" (one step)
     "pk_error": "",
     "pk_refused": None,  # passkey id whose removal was refused (the message shows in its row)
     "pk_name_value": "",

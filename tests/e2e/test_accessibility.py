@@ -271,11 +271,14 @@ def test_passkey_states_pass_axe_with_focus_and_announcements(
     passkeys.get_by_role("link", name="Remove Desk key").click()
     expect(passkeys.get_by_text("Remove “Desk key”?")).to_be_focused()
     check_light_and_dark(page, "remove confirmation")
+    passkeys.get_by_role("link", name="Cancel").click()
     make_stale(server, username)  # the sign-in is no longer recent (SPEC §4.1)
-    passkeys.get_by_role("button", name="Remove passkey").click()
-    # Not recent: removing needs "Confirm it's you" with a passkey first.
+    passkeys.get_by_role("link", name="Remove Desk key").click()
+    # Not recent: the question and "Confirm it's you" are one step, its heading focused.
     expect(passkeys.get_by_role("heading", name="Confirm it's you")).to_be_focused()
-    check_light_and_dark(page, "remove step-up prompt")
+    expect(passkeys.get_by_text("Remove “Desk key”?")).to_be_visible()
+    expect(passkeys.get_by_role("button", name="Remove passkey")).to_have_count(0)
+    check_light_and_dark(page, "removal question with Confirm it's you")
     assert server.status(username)["passkeyCount"] == 1
 
 
@@ -415,8 +418,7 @@ def test_reduced_motion_and_dark_scheme_pass_axe(new_context: NewContext, server
     add_passkey(page, "Dark key")
     check_accessibility(page, "account, dark, reduced motion")
     passkeys = page.locator("#passkeys")
-    passkeys.get_by_role("link", name="Remove Dark key").click()
     make_stale(server, username)
-    passkeys.get_by_role("button", name="Remove passkey").click()
+    passkeys.get_by_role("link", name="Remove Dark key").click()  # one combined step
     expect(passkeys.get_by_role("button", name="Verify with a passkey")).to_be_visible()
     check_accessibility(page, "step-up, dark, reduced motion")

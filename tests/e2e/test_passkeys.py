@@ -7,7 +7,13 @@ import re
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import add_authenticator, add_passkey, make_stale, sign_in
+from tests.e2e.conftest import (
+    add_authenticator,
+    add_passkey,
+    check_accessibility,
+    make_stale,
+    sign_in,
+)
 
 CANCELLED = "The passkey request was cancelled or timed out. Nothing was changed."
 DUPLICATE = "This device already has a passkey for your account."
@@ -95,10 +101,10 @@ def test_add_two_rename_and_remove(page, server, authenticator):
     expect(names(page)).to_have_text(["Laptop", "Work phone"])
 
     # A password session whose sign-in is no longer recent must confirm with a passkey
-    # before removing one (SPEC §4.1).
+    # before removing one (SPEC §4.1): the question itself carries it (one step).
     make_stale(server, username)
     row(page, "Work phone").get_by_role("link", name="Remove").click()
-    passkeys.get_by_role("button", name="Remove passkey").click()
+    expect(passkeys.get_by_role("button", name="Remove passkey")).to_have_count(0)
     verify = passkeys.get_by_role("button", name="Verify with a passkey")
     expect(verify).to_be_visible()
     expect(names(page)).to_have_text(["Laptop", "Work phone"])
@@ -108,7 +114,8 @@ def test_add_two_rename_and_remove(page, server, authenticator):
     expect(names(page)).to_have_text(["Laptop"])
     assert server.status(username)["passkeyCount"] == 1
 
-    # Within 10 minutes of that assertion, another removal needs no new one.
+    # Within 10 minutes of that assertion, another removal needs no new one: the plain
+    # question again, and one click removes.
     row(page, "Laptop").get_by_role("link", name="Remove").click()
     passkeys.get_by_role("button", name="Remove passkey").click()
     expect(passkeys.get_by_role("status")).to_have_text("Passkey removed.")
@@ -143,8 +150,7 @@ def test_cancelled_step_up_keeps_the_passkey(page, server, authenticator):
     add_passkey(page, "Laptop")
     make_stale(server, username)
     passkeys = page.locator("#passkeys")
-    row(page, "Laptop").get_by_role("link", name="Remove").click()
-    passkeys.get_by_role("button", name="Remove passkey").click()
+    row(page, "Laptop").get_by_role("link", name="Remove").click()  # one combined step
     authenticator.set_user_verified(False)
     passkeys.get_by_role("button", name="Verify with a passkey").click()
     expect(passkeys.get_by_role("alert").filter(has_text=CANCELLED)).to_be_visible()
@@ -187,3 +193,42 @@ def test_names_with_html_are_shown_as_text(page, server, authenticator):
     for selector in ("main b", "main img", "script:not([src])"):
         expect(page.locator(selector)).to_have_count(0)
     assert page.evaluate("window.injected") is not True
+
+
+def test_stale_removal_is_one_step(page, server, authenticator):
+    """Issue 13: with no recent authentication, "Remove" opens ONE step in the passkey's
+    row: it says what will happen, and one press of "Verify with a passkey" confirms it's
+    you and removes the passkey (no second "Confirm it's you" after "Remove passkey")."""
+    username = signed_in(page, server)
+    passkeys = page.locator("#passkeys")
+    add_passkey(page, "Laptop")
+    authenticator.remove()  # a second device (one authenticator holds one passkey of ours)
+    add_authenticator(page)
+    add_passkey(page, "Old key")
+    make_stale(server, username)
+
+    # Cancel closes the step and keeps the passkey.
+    row(page, "Old key").get_by_role("link", name="Remove Old key").click()
+    step = row(page, "Old key")
+    expect(step.get_by_role("heading", name="Confirm it's you")).to_be_focused()
+    passkeys.get_by_role("link", name="Cancel").click()
+    expect(passkeys.get_by_role("heading", name="Confirm it's you")).to_have_count(0)
+    expect(names(page)).to_have_text(["Laptop", "Old key"])
+
+    row(page, "Old key").get_by_role("link", name="Remove Old key").click()
+    step = row(page, "Old key")
+    expect(step.get_by_role("heading", name="Confirm it's you")).to_be_focused()
+    expect(step).to_contain_text("Remove “Old key”? You won't be able to sign in with it any more.")
+    expect(passkeys.get_by_role("button", name="Remove passkey")).to_have_count(0)
+    expect(passkeys.get_by_label("Password")).to_have_count(0)
+    expect(step.get_by_role("link", name="Cancel")).to_be_visible()
+    check_accessibility(page, "removal question with Confirm it's you")
+    assert server.status(username)["passkeyCount"] == 2
+
+    verify = step.get_by_role("button", name="Verify with a passkey and remove “Old key”")
+    verify.click()  # the one press: the assertion confirms and removes
+    expect(passkeys.get_by_role("status")).to_have_text("Passkey removed.")
+    expect(names(page)).to_have_text(["Laptop"])
+    expect(passkeys.get_by_role("heading", name="Confirm it's you")).to_have_count(0)
+    assert server.status(username)["passkeyCount"] == 1
+    expect(page.locator("#activity").get_by_text("Passkey “Old key” removed")).to_be_visible()

@@ -330,6 +330,21 @@ def test_recent_authentication_table(action, recent, passkeys, two_factor):
     assert twofactor.confirm_method(passkeys) == ("passkey" if passkeys else "password")
 
 
+@pytest.mark.parametrize("two_factor", TWO_FACTOR)
+@pytest.mark.parametrize("passkeys", [1, 2, 32])
+@pytest.mark.parametrize("recent", [True, False], ids=["recent", "stale"])
+def test_removal_question_carries_the_confirmation_when_stale(recent, passkeys, two_factor):
+    """Issue 13: the removal question is also "Confirm it's you" (one step) exactly when the
+    removal would need it; never for a refused removal (the refusal shows in the row), and
+    never with the password (the account has the passkey being removed)."""
+    now = utcnow()
+    facts = Facts("full", True, now - timedelta(seconds=600 if recent else 601))
+    user = two_factor_flags(two_factor, now)
+    combined = twofactor.removal_needs_confirmation(user, facts, passkeys, now, 600)
+    assert combined is (expected_reauth("remove-passkey", recent, passkeys, two_factor) == CONFIRM)
+    assert twofactor.confirm_method(passkeys) == "passkey"
+
+
 @pytest.mark.parametrize(
     ("count", "locked_in", "may"),
     [(0, None, True), (4, None, True), (5, None, False), (0, 60, False), (0, -1, True)],
@@ -1085,10 +1100,11 @@ def test_remove_needs_step_up_then_allows(auth, client, authn, database):
     first, second, third = query(database, select(Passkey).order_by(Passkey.id))
     move_step_up(database, 30)  # the password sign-in was recent; now it is not
 
+    # the question went stale before its "Remove passkey" was pressed: the combined step
     prompt = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
 
     assert prompt.status_code == 200
-    assert "Confirm it's you with one of your passkeys to remove “First”" in html.unescape(
+    assert "Remove “First”? You won't be able to sign in with it any more." in html.unescape(
         prompt.text
     )
     assert f'data-start="/account/passkeys/{first.id}/remove/start"' in prompt.text
@@ -1114,6 +1130,63 @@ def test_remove_needs_step_up_then_allows(auth, client, authn, database):
     # within 10 minutes of that assertion: no second prompt
     direct = client.htmx("POST", f"/account/passkeys/{third.id}/remove")
     assert direct.status_code == 200 and "Passkey removed." in direct.text
+    assert [p.name for p in query(database, select(Passkey))] == ["Second"]
+
+
+def test_stale_removal_question_is_one_combined_step(auth, client, database):
+    """Issue 13: with no recent authentication the removal question itself carries
+    "Confirm it's you" (no second step); its assertion removes the passkey."""
+    auth.login()
+    add_key(auth, "First")
+    add_key(auth, "Second")
+    first, second = query(database, select(Passkey).order_by(Passkey.id))
+    move_step_up(database, 30)
+
+    question = client.htmx("GET", f"/account/passkeys/{first.id}/remove")
+
+    assert question.status_code == 200
+    text = html.unescape(question.text)
+    row = text[text.index(f'id="passkey-{first.id}"') :]
+    row = row[: row.index("</li>")]
+    assert "<h3" in row and "Confirm it's you</h3>" in row
+    assert "Remove “First”? You won't be able to sign in with it any more." in row
+    assert "Verify with a passkey" in row and "and remove “First”" in row
+    assert f'data-start="/account/passkeys/{first.id}/remove/start"' in row
+    assert 'data-finish="/account/passkeys/remove/finish"' in row
+    assert ">Cancel</a>" in row
+    # no second step: no "Remove passkey" button posting the question, no password field
+    assert "Remove passkey</button>" not in text
+    assert f'action="/account/passkeys/{first.id}/remove"' not in text
+    assert 'type="password"' not in text
+    assert len(query(database, select(Passkey))) == 2
+
+    # a plain request gets the same step, as a whole page
+    page = client.get(f"/account/passkeys/{first.id}/remove")
+    assert page.status_code == 200 and "<html" in page.text
+    assert "Verify with a passkey" in page.text and "Remove passkey</button>" not in page.text
+
+    credential = auth.assertion(
+        f"/account/passkeys/{first.id}/remove/start", {}, credential_id=second.credential_id
+    )
+    removed = client.json_post("/account/passkeys/remove/finish", {"credential": credential})
+    assert removed.status_code == 200, removed.text
+    assert "Passkey removed." in removed.text
+    assert [p.name for p in query(database, select(Passkey))] == ["Second"]
+    assert kinds(database).count("passkey_removed") == 1
+
+
+def test_recent_removal_question_stays_one_click(auth, client, database):
+    """A recent session gets the plain question: "Remove passkey" removes at once."""
+    auth.login()
+    add_key(auth, "First")
+    add_key(auth, "Second")
+    first = query(database, select(Passkey).where(Passkey.name == "First"))[0]
+    question = client.htmx("GET", f"/account/passkeys/{first.id}/remove")
+    assert question.status_code == 200
+    assert "Remove passkey</button>" in question.text
+    assert "Confirm it's you" not in question.text
+    done = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
+    assert "Passkey removed." in done.text
     assert [p.name for p in query(database, select(Passkey))] == ["Second"]
 
 

@@ -371,7 +371,12 @@ class AccountController(Controller):
             if refusal.status_code != 409:
                 raise
             return conflict(request, db, viewer, "passkeys", refusal, pk_refused=passkey_id)
+        count = passkey_count(db, viewer.user.pk)
         db.rollback()
+        if twofactor.removal_needs_confirmation(
+            viewer.user, viewer.session, count, *window(request)
+        ):  # the question and "Confirm it's you" as one step: its assertion removes
+            return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
         return section(request, db, viewer, "passkeys", pk_confirming=passkey_id)
 
     @post("/passkeys/{passkey_id:int}/remove", sync_to_thread=True)
