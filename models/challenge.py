@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import Column, LargeBinary
 from sqlmodel import JSON, Field, SQLModel
 
-from models.base import json_column, utcnow
+from models.base import Persisted, json_column, utcnow
 
 PURPOSES = (
     "register",
@@ -18,7 +18,7 @@ PURPOSES = (
 )
 
 
-class WebAuthnChallenge(SQLModel, table=True):
+class WebAuthnChallenge(Persisted, SQLModel, table=True):
     __tablename__ = "webauthn_challenges"
 
     id: int | None = Field(default=None, primary_key=True)

@@ -3,10 +3,10 @@ from datetime import datetime
 from sqlalchemy import Column, Index
 from sqlmodel import JSON, Field, SQLModel
 
-from models.base import utcnow
+from models.base import Persisted, utcnow
 
 
-class SecurityEvent(SQLModel, table=True):
+class SecurityEvent(Persisted, SQLModel, table=True):
     __tablename__ = "security_events"
     __table_args__ = (Index("ix_security_events_user_time", "user_id", "created_at"),)
 

@@ -3,10 +3,10 @@ from datetime import datetime
 from sqlalchemy import Column, Index, Text
 from sqlmodel import Field, SQLModel
 
-from models.base import utcnow
+from models.base import Persisted, utcnow
 
 
-class Notification(SQLModel, table=True):
+class Notification(Persisted, SQLModel, table=True):
     """The outbox (SPEC §3, §5.8): a message is written in the same transaction as the change
     it reports, and delivered later by the sender in `serve` or `send-mail`."""
 

@@ -3,10 +3,10 @@ from datetime import datetime
 from sqlalchemy import Column, Index, LargeBinary, bindparam
 from sqlmodel import Field, Session, SQLModel, col, func, select
 
-from models.base import json_column, utcnow
+from models.base import Persisted, json_column, utcnow
 
 
-class Passkey(SQLModel, table=True):
+class Passkey(Persisted, SQLModel, table=True):
     __tablename__ = "passkeys"
     __table_args__ = (Index("ix_passkeys_user_id", "user_id"),)
 

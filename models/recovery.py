@@ -1,10 +1,12 @@
 from datetime import datetime
 
 from sqlalchemy import Index, bindparam
-from sqlmodel import Field, Session, SQLModel, func, select
+from sqlmodel import Field, Session, SQLModel, col, func, select
+
+from models.base import Persisted
 
 
-class RecoveryCode(SQLModel, table=True):
+class RecoveryCode(Persisted, SQLModel, table=True):
     __tablename__ = "recovery_codes"
     __table_args__ = (Index("ix_recovery_codes_user_id", "user_id"),)
 
@@ -18,7 +20,7 @@ class RecoveryCode(SQLModel, table=True):
 # Built once (statement construction and its cache key cost more than the query itself).
 _REMAINING = select(func.count()).where(
     RecoveryCode.user_id == bindparam("user_id"),
-    RecoveryCode.used_at.is_(None),  # type: ignore[union-attr]
+    col(RecoveryCode.used_at).is_(None),
 )
 
 

@@ -3,13 +3,13 @@ from datetime import datetime
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-from models.base import json_column, utcnow
+from models.base import Persisted, json_column, utcnow
 
 PARTIAL = "partial"
 FULL = "full"
 
 
-class AuthSession(SQLModel, table=True):
+class AuthSession(Persisted, SQLModel, table=True):
     __tablename__ = "auth_sessions"
     __table_args__ = (Index("ix_auth_sessions_user_id", "user_id"),)
 

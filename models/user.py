@@ -5,13 +5,13 @@ from datetime import datetime
 
 from sqlmodel import Field, Session, SQLModel, select
 
-from models.base import utcnow
+from models.base import Persisted, utcnow
 
 USERNAME_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 r"""In full: `\Z`, so no trailing newline slips through (`$` allows one)."""
 
 
-class User(SQLModel, table=True):
+class User(Persisted, SQLModel, table=True):
     __tablename__ = "users"
 
     id: int | None = Field(default=None, primary_key=True)

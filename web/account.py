@@ -55,7 +55,7 @@ def confirm_with_password(
     """ "Confirm it's you" with the password (accounts without a passkey). Counts toward the
     lockout like a sign-in; success: recent authentication and a new token. The caller
     commits (an action may go on in the same transaction)."""
-    require(twofactor.can_confirm_with_password(passkey_count(db, viewer.user.id)))  # type: ignore[arg-type]
+    require(twofactor.can_confirm_with_password(passkey_count(db, viewer.user.pk)))
     if not isinstance(password, str) or not password:
         raise Refused(422, "Enter your password.")
     if len(password) > MAX_PASSWORD_LENGTH:
@@ -63,7 +63,7 @@ def confirm_with_password(
     try:
         user = lockout.check_password(
             db,
-            viewer.user.id,  # type: ignore[arg-type]
+            viewer.user.pk,
             password,
             client,
             fail_kind="reauth_failed",
@@ -73,9 +73,9 @@ def confirm_with_password(
             raise Refused(422, WRONG_PASSWORD) from None
         raise
     lockout.release_attempt(db, user, completed=False)
-    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+    session = sessions.reread(db, viewer.session.pk)
     token = sessions.confirm_identity(db, session, factor=None, passkey_id=None)
-    events.record(db, user.id, "reauth", ip=client.ip, method="password")  # type: ignore[arg-type]
+    events.record(db, user.pk, "reauth", ip=client.ip, method="password")
     viewer.session = session
     viewer.user = user
     return token
@@ -94,7 +94,7 @@ def confirm_with_passkey(
     def effect(challenge: Any) -> str:
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         token = _mark_step_up(db, viewer, settings, passkey)
-        events.record(db, viewer.user.id, "reauth", ip=client.ip, method="passkey")  # type: ignore[arg-type]
+        events.record(db, viewer.user.pk, "reauth", ip=client.ip, method="passkey")
         return token
 
     return _finish(db, client, viewer, credential, "reauth", effect)
@@ -158,7 +158,7 @@ def _mark_step_up(
     db: Session, viewer: sessions.Viewer, settings: Settings, passkey: Passkey
 ) -> str:
     """A passkey assertion in this session: recent authentication, aal2, new token."""
-    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+    session = sessions.reread(db, viewer.session.pk)
     factor = twofactor.amr_for_passkey(passkey.backup_eligible)
     token = sessions.confirm_identity(db, session, factor=factor, passkey_id=passkey.id)
     viewer.session = session
@@ -181,7 +181,7 @@ def register_passkey(
     passkey = passkeys.store_passkey(db, user, new, name)
     events.record(
         db,
-        user.id,  # type: ignore[arg-type]
+        user.pk,
         "passkey_added",
         ip=client.ip,
         user_agent=client.user_agent,
@@ -199,12 +199,12 @@ def add_passkey(
     name: str,
 ) -> Passkey:
     def effect(challenge: Any) -> Passkey:
-        user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-        session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+        user = lock_user(db, viewer.user.pk)
+        session = sessions.reread(db, viewer.session.pk)
         # asked again at the finish: the limit, and the window may have passed since the start
         decision = twofactor.can_add_passkey(
             session,
-            passkey_count(db, user.id),  # type: ignore[arg-type]
+            passkey_count(db, user.pk),
             utcnow(),
             settings.reauth_seconds,
         )
@@ -225,16 +225,16 @@ def enable_2fa(
     passkey, the flag, 10 codes, the event and signing out other sessions in ONE commit."""
 
     def effect(challenge: Any) -> Enabled:
-        user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+        user = lock_user(db, viewer.user.pk)
         require(twofactor.can_enable(user))
         new = challenge.data.get("mode") == "new"
         if new:
-            session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+            session = sessions.reread(db, viewer.session.pk)
             # asked again at the finish: the window may have passed since the start
             decision = twofactor.can_enable_with_new_passkey(
                 user,
                 session,
-                passkey_count(db, user.id),  # type: ignore[arg-type]
+                passkey_count(db, user.pk),
                 utcnow(),
                 settings.reauth_seconds,
             )
@@ -247,14 +247,14 @@ def enable_2fa(
         user.user_2fa_enabled = True
         user.user_2fa_enabled_at = utcnow()
         db.add(user)
-        remaining = recovery_codes_remaining(db, user.id)  # type: ignore[arg-type]
-        codes = recovery.issue(db, user.id) if twofactor.enabling_issues_codes(remaining) else []  # type: ignore[arg-type]
-        events.record(db, user.id, "2fa_enabled", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
-        sessions.end_other_sessions(db, user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
+        remaining = recovery_codes_remaining(db, user.pk)
+        codes = recovery.issue(db, user.pk) if twofactor.enabling_issues_codes(remaining) else []
+        events.record(db, user.pk, "2fa_enabled", ip=client.ip, user_agent=client.user_agent)
+        sessions.end_other_sessions(db, user.pk, keep_id=viewer.session.id)
         if new:
             # registering a new credential never counts as recent authentication (SPEC §9):
             # a new token, and the session keeps meeting the rules, nothing more
-            session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+            session = sessions.reread(db, viewer.session.pk)
             token = sessions.enrolled(db, session)
             viewer.session = session
         else:
@@ -273,14 +273,14 @@ def disable_2fa(
     credential: dict[str, Any],
 ) -> str:
     def effect(challenge: Any) -> str:
-        user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+        user = lock_user(db, viewer.user.pk)
         require(twofactor.can_disable(user))
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         user.user_2fa_enabled = False
         user.user_2fa_enabled_at = None
         db.add(user)
-        recovery.remove_all(db, user.id)  # type: ignore[arg-type]
-        events.record(db, user.id, "2fa_disabled", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
+        recovery.remove_all(db, user.pk)
+        events.record(db, user.pk, "2fa_disabled", ip=client.ip, user_agent=client.user_agent)
         viewer.user = user
         return _mark_step_up(db, viewer, settings, passkey)
 
@@ -290,12 +290,12 @@ def disable_2fa(
 def rename_passkey(
     db: Session, client: ClientInfo, viewer: sessions.Viewer, passkey_id: int, raw_name: Any
 ) -> Passkey:
-    passkey = owned_passkey(db, viewer.user.id, passkey_id)  # type: ignore[arg-type]
+    passkey = owned_passkey(db, viewer.user.pk, passkey_id)
     name = clean_name(raw_name)
     if name != passkey.name:
         events.record(
             db,
-            viewer.user.id,  # type: ignore[arg-type]
+            viewer.user.pk,
             "passkey_renamed",
             ip=client.ip,
             old=passkey.name,
@@ -309,9 +309,9 @@ def rename_passkey(
 
 def check_removal(db: Session, viewer: sessions.Viewer, passkey_id: int) -> Passkey:
     """Refuse at once what the rules refuse anyway (the last passkey with 2FA on)."""
-    user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
-    passkey = owned_passkey(db, user.id, passkey_id)  # type: ignore[arg-type]
-    require(twofactor.can_remove_passkey(user, passkey_count(db, user.id)))  # type: ignore[arg-type]
+    user = lock_user(db, viewer.user.pk)
+    passkey = owned_passkey(db, user.pk, passkey_id)
+    require(twofactor.can_remove_passkey(user, passkey_count(db, user.pk)))
     return passkey
 
 
@@ -331,13 +331,13 @@ def _remove_passkey(
     user = viewer.user
     events.record(
         db,
-        viewer.user.id,  # type: ignore[arg-type]
+        viewer.user.pk,
         "passkey_removed",
         ip=client.ip,
         user_agent=client.user_agent,
         name=passkey.name,
     )
-    sessions.end_sessions_with_passkey(db, user.id, passkey.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
+    sessions.end_sessions_with_passkey(db, user.pk, passkey.pk, keep_id=viewer.session.pk)
     session = db.get(AuthSession, viewer.session.id)
     if session is not None:
         if session.passkey_id == passkey.id:
@@ -412,7 +412,7 @@ CODES_CHANGED = (
 
 def check_codes_version(db: Session, viewer: sessions.Viewer, seen: str) -> None:
     """A step begun on a page that showed another set of codes: 409, nothing changes."""
-    current = recovery.version(db, viewer.user.id)  # type: ignore[arg-type]
+    current = recovery.version(db, viewer.user.pk)
     if twofactor.codes_changed_meanwhile(seen, current):
         raise Refused(409, CODES_CHANGED)
 
@@ -429,14 +429,14 @@ def regenerate_codes(
 def _regenerate_codes(
     db: Session, client: ClientInfo, viewer: sessions.Viewer, seen: str | None
 ) -> list[str]:
-    user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+    user = lock_user(db, viewer.user.pk)
     require(twofactor.can_regenerate_codes(user))
     if seen is not None:
         check_codes_version(db, viewer, seen)
-    first = recovery.on_record(db, user.id) == 0  # type: ignore[arg-type]
-    codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
+    first = recovery.on_record(db, user.pk) == 0
+    codes = recovery.issue(db, user.pk)
     kind = "recovery_codes_created" if first else "recovery_codes_regenerated"
-    events.record(db, user.id, kind, ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
+    events.record(db, user.pk, kind, ip=client.ip, user_agent=client.user_agent)
     return codes
 
 
@@ -456,7 +456,7 @@ def revoke_session(
     sessions.end_session(db, session_id)
     events.record(
         db,
-        viewer.user.id,  # type: ignore[arg-type]
+        viewer.user.pk,
         "session_revoked",
         ip=client.ip,
         browser=browser_and_os(target.user_agent),
@@ -466,7 +466,7 @@ def revoke_session(
 
 
 def revoke_other_sessions(db: Session, client: ClientInfo, viewer: sessions.Viewer) -> int:
-    ended = sessions.end_other_sessions(db, viewer.user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
-    events.record(db, viewer.user.id, "sessions_revoked", ip=client.ip, count=ended)  # type: ignore[arg-type]
+    ended = sessions.end_other_sessions(db, viewer.user.pk, keep_id=viewer.session.id)
+    events.record(db, viewer.user.pk, "sessions_revoked", ip=client.ip, count=ended)
     db.commit()
     return ended

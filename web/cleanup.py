@@ -36,15 +36,15 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
                         & (col(AuthSession.last_seen_at) < idle_cutoff),
                     )
                 )
-            ).rowcount,  # type: ignore[attr-defined]
+            ).rowcount,
             "challenges": db.exec(
                 delete(WebAuthnChallenge).where(col(WebAuthnChallenge.expires_at) <= now)
-            ).rowcount,  # type: ignore[attr-defined]
+            ).rowcount,
             "rate_counters": db.exec(
                 delete(RateCounter).where(
                     col(RateCounter.window_start) < now - timedelta(minutes=2)
                 )
-            ).rowcount,  # type: ignore[attr-defined]
+            ).rowcount,
             "notifications": db.exec(
                 delete(Notification).where(
                     col(Notification.created_at) < now - NOTIFICATION_RETENTION,
@@ -53,10 +53,10 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
                         col(Notification.gave_up_at).is_not(None),
                     ),
                 )
-            ).rowcount,  # type: ignore[attr-defined]
+            ).rowcount,
             "events": db.exec(
                 delete(SecurityEvent).where(col(SecurityEvent.created_at) < now - EVENT_RETENTION)
-            ).rowcount,  # type: ignore[attr-defined]
+            ).rowcount,
         }
         db.commit()
     return counts

@@ -71,7 +71,7 @@ def account(
         "display_name": user.display_name,
         "passkeys": keys,
         "two_factor": two_factor_view(
-            user,  # type: ignore[arg-type]
+            user,  # type: ignore[arg-type]  # a SampleUser stands in for a User
             len(keys),
             remaining,
             10 if remaining else 0,
@@ -195,7 +195,7 @@ SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "recovery-codes-low": (RECOVERY, account(enabled=True, remaining=2)),
     "recovery-codes-step-up": (RECOVERY, account(enabled=True, rc_mode="step-up")),
     "recovery-codes-question": (RECOVERY, account(enabled=True, rc_mode="confirm")),
-    "recovery-codes-none-yet": (RECOVERY, account(required=True, remaining=0, two_factor=two_factor_view(SampleUser(requires_2fa=True), 2, 0, 0, SAMPLE_NOW))),  # type: ignore[arg-type]
+    "recovery-codes-none-yet": (RECOVERY, account(required=True, remaining=0, two_factor=two_factor_view(SampleUser(requires_2fa=True), 2, 0, 0, SAMPLE_NOW))),  # type: ignore[arg-type]  # a SampleUser stands in for a User
     "recovery-codes-all-used": (RECOVERY, account(enabled=True, remaining=0)),
     "recovery-codes-changed-elsewhere": (RECOVERY, account(enabled=True, rc_error="Your recovery codes were changed in another window or device. This is what they are now; nothing else was changed.")),
     "passkeys-last-refused": (PASSKEYS_PARTIAL, account(enabled=True, passkeys=PASSKEYS[:1], pk_refused=1, pk_error="You can't remove your last passkey while two-factor authentication is on. Add another passkey first, or turn two-factor authentication off.")),

@@ -5,7 +5,7 @@ many arrive at once; every attempt while locked is a 429 with Retry-After."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlmodel import Session, col, select, update
 
@@ -33,7 +33,7 @@ def reserve_attempt(db: Session, user_id: int) -> int:
         count, locked_until = user.failed_login_count, user.locked_until
         db.rollback()
         refuse_locked(count, locked_until, now)
-    count, hold = reserved  # type: ignore[misc]
+    count, hold = reserved
     db.exec(
         update(User)
         .where(col(User.id) == user_id)
@@ -43,7 +43,7 @@ def reserve_attempt(db: Session, user_id: int) -> int:
     return count
 
 
-def refuse_locked(failed_count: int, locked_until: Any, now: Any) -> None:
+def refuse_locked(failed_count: int, locked_until: Any, now: Any) -> NoReturn:
     """429, Retry-After and the lock message saying until when (or "in a minute" while 5
     attempts are being checked)."""
     if twofactor.lock_in_force(failed_count, locked_until, now):

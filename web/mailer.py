@@ -26,7 +26,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import or_
+from sqlalchemy import ColumnElement, or_
 from sqlmodel import Session, col, select, update
 
 from models import Notification, utcnow
@@ -165,7 +165,7 @@ def write_eml(folder: Path, row: Notification, message: EmailMessage) -> Path:
     return path
 
 
-def _due(now: datetime, ignore_delays: bool):  # type: ignore[no-untyped-def]
+def _due(now: datetime, ignore_delays: bool) -> list[ColumnElement[bool]]:
     conditions = [
         col(Notification.sent_at).is_(None),
         col(Notification.gave_up_at).is_(None),
@@ -197,7 +197,7 @@ def claim(
                 update(Notification)
                 .where(col(Notification.id) == row.id, *_due(now, ignore_delays))
                 .values(claimed_until=now + LEASE)
-            ).rowcount  # type: ignore[attr-defined]
+            ).rowcount
             if taken == 1:
                 claimed.append(row)
         db.commit()
@@ -241,7 +241,7 @@ def deliver(database: Database, settings: Settings, *, ignore_delays: bool = Fal
         if not rows:
             return outcome
         for row in rows:
-            tried.add(row.id)  # type: ignore[arg-type]
+            tried.add(row.pk)
             error = _send_one(settings, config, row)
             with database.session() as db:
                 _record(db, row, error)

@@ -235,7 +235,7 @@ def take_challenge(
         )
         .values(consumed_at=now)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise Refused(400, EXPIRED)
     return db.exec(select(WebAuthnChallenge).where(WebAuthnChallenge.challenge == challenge)).one()
 
@@ -407,7 +407,7 @@ def store_passkey(db: Session, user: User, new: NewCredential, name: str) -> Pas
         raise Refused(409, "This passkey is already registered.")
     passkey = Passkey(
         credential_id=new.credential_id,
-        user_id=user.id,  # type: ignore[arg-type]
+        user_id=user.pk,
         public_key=new.public_key,
         sign_count=new.sign_count,
         transports=new.transports,

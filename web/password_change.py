@@ -50,8 +50,8 @@ def change_password(
     """Recent authentication (a passkey confirmation first when the account has a passkey and
     the session is stale), then judge the new password, then check the current one (a wrong
     one counts toward the lockout), then apply the change. Returns this session's new token."""
-    user_id = viewer.user.id
-    keys = passkey_count(db, user_id)  # type: ignore[arg-type]
+    user_id = viewer.user.pk
+    keys = passkey_count(db, user_id)
     decision = twofactor.can_change_password_now(
         viewer.session, keys, utcnow(), settings.reauth_seconds
     )
@@ -74,7 +74,7 @@ def change_password(
     try:
         user = lockout.check_password(
             db,
-            user_id,  # type: ignore[arg-type]
+            user_id,
             current,
             client,
             fail_kind="password_change_failed",
@@ -91,7 +91,7 @@ def change_password(
             lockout.refuse_locked(count, locked_until, now)
         raise PasswordRefused("current", WRONG_CURRENT) from None
     lockout.release_attempt(db, user, completed=False)  # commits (the row lock ends)
-    user = lock_user(db, user_id)  # type: ignore[arg-type]
+    user = lock_user(db, user_id)
     if user.password_hash != old_hash:  # another change won the race meanwhile
         db.rollback()
         raise Refused(409, CHANGED_MEANWHILE)
@@ -99,8 +99,8 @@ def change_password(
     user.password_hash = new_hash
     user.password_changed_at = now
     db.add(user)
-    sessions.end_other_sessions(db, user.id, keep_id=viewer.session.id)  # type: ignore[arg-type]
-    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+    sessions.end_other_sessions(db, user.pk, keep_id=viewer.session.id)
+    session = sessions.reread(db, viewer.session.pk)
     if keys == 0:  # the current password was this session's confirmation (SPEC §9)
         token = sessions.confirm_identity(db, session, factor=None, passkey_id=None)
     else:
@@ -108,7 +108,7 @@ def change_password(
         session.token_hash = digest(token)
         session.last_seen_at = now
         db.add(session)
-    events.record(db, user.id, "password_changed", ip=client.ip, user_agent=client.user_agent)  # type: ignore[arg-type]
+    events.record(db, user.pk, "password_changed", ip=client.ip, user_agent=client.user_agent)
     db.commit()
     viewer.user, viewer.session = user, session
     return token
@@ -123,12 +123,12 @@ def set_password(db: Session, target: User, new: str) -> None:
     if problem:
         raise Refused(422, problem)
     new_hash = hash_password(new)
-    user = lock_user(db, target.id)  # type: ignore[arg-type]
+    user = lock_user(db, target.pk)
     user.password_hash = new_hash
     user.password_changed_at = utcnow()
     user.failed_login_count = 0
     user.locked_until = None
     db.add(user)
-    sessions.end_other_sessions(db, user.id, keep_id=None)  # type: ignore[arg-type]
-    events.record(db, user.id, "password_changed", actor="admin")  # type: ignore[arg-type]
+    sessions.end_other_sessions(db, user.pk, keep_id=None)
+    events.record(db, user.pk, "password_changed", actor="admin")
     db.commit()

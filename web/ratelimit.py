@@ -63,7 +63,7 @@ def _count(db: Session, key: str) -> tuple[int, int]:
             .where(col(RateCounter.key) == key, col(RateCounter.window_start) < window_start)
             .values(window_start=window_start, count=1)
         )
-        if reset.rowcount == 1:  # type: ignore[attr-defined]
+        if reset.rowcount == 1:
             count = 1
             break
         try:

@@ -64,7 +64,7 @@ def use(db: Session, user_id: int, entered: str) -> bool:
             .where(col(RecoveryCode.id) == row.id, col(RecoveryCode.used_at).is_(None))
             .values(used_at=utcnow())
         )
-        return used.rowcount == 1  # type: ignore[attr-defined]
+        return used.rowcount == 1
     return False
 
 

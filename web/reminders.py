@@ -50,7 +50,7 @@ def send_due_reminders(database: Database, now: datetime | None = None) -> int:
                 update(User)
                 .where(col(User.id) == user_id, col(User.requirement_reminded_at).is_(None))
                 .values(requirement_reminded_at=now)
-            ).rowcount  # type: ignore[attr-defined]
+            ).rowcount
             if claimed != 1:  # another process sent it meanwhile
                 db.rollback()
                 continue
@@ -58,7 +58,7 @@ def send_due_reminders(database: Database, now: datetime | None = None) -> int:
             assert start is not None  # reminder_due says so
             events.record(
                 db,
-                user_id,  # type: ignore[arg-type]
+                user.pk,
                 "2fa_requirement_reminder",
                 actor="admin",
                 **{"from": twofactor.iso_utc(start)},

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
-from sqlalchemy import Executable, bindparam
+from sqlalchemy import Delete, Update, bindparam
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, delete, select, update
 
@@ -77,7 +77,7 @@ def start_session(
     db.add(
         AuthSession(
             token_hash=digest(token),
-            user_id=user.id,  # type: ignore[arg-type]
+            user_id=user.pk,
             state=PARTIAL if partial else FULL,
             amr=amr,
             acr="aal2" if mfa_verified else "aal1",
@@ -178,16 +178,16 @@ def is_expired(session: AuthSession, settings: Settings) -> bool:
     )
 
 
-def _write_now(request: Request, db: Session, statement: Executable) -> None:
+def _write_now(request: Request, db: Session, statement: Update | Delete) -> None:
     """Apply one small change at once. A state-changing request already holds the write
     transaction (SQLite: BEGIN IMMEDIATE), so it goes through the request's own session; a
     GET uses a short write session of its own (its read session never writes)."""
     if request.method in SAFE_METHODS:
         with request.app.state.database.session() as writer:
-            writer.exec(statement)  # type: ignore[call-overload]
+            writer.exec(statement)
             writer.commit()
     else:
-        db.exec(statement)  # type: ignore[call-overload]
+        db.exec(statement)
         db.commit()
 
 
@@ -352,7 +352,7 @@ def end_other_sessions(db: Session, user_id: int, keep_id: int | None) -> int:
     query = delete(AuthSession).where(col(AuthSession.user_id) == user_id)
     if keep_id is not None:
         query = query.where(col(AuthSession.id) != keep_id)
-    return db.exec(query).rowcount  # type: ignore[attr-defined]
+    return db.exec(query).rowcount
 
 
 def end_sessions_with_passkey(db: Session, user_id: int, passkey_id: int, keep_id: int) -> int:

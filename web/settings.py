@@ -227,7 +227,7 @@ class Settings:
         return self.effective_origin.startswith("https://")
 
     def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # mixed kwargs; replace() rejects unknown fields
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -259,7 +259,7 @@ class Settings:
             values["secret_key"] = env.get("BARYCENTER_SECRET_KEY") or _secret_key(
                 _data_dir(str(values["database_url"]))
             )
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]  # values parsed per field above; one dict of mixed types
         if settings.session_ttl <= 0:
             raise ValueError("BARYCENTER_SESSION_TTL must be more than 0 seconds")
         if settings.sqlite_busy_timeout_ms < 0:

@@ -77,7 +77,7 @@ def password_sign_in(
     if found is None:
         verify_password(None, password)  # the same argon2 work as a wrong password
         raise Refused(401, BAD_CREDENTIALS)
-    user = check_password(db, found.id, password, client, fail_kind="sign_in_failed")  # type: ignore[arg-type]
+    user = check_password(db, found.pk, password, client, fail_kind="sign_in_failed")
     partial = twofactor.password_sign_in_needs_second_factor(user)
     release_attempt(db, user, completed=not partial)
     if needs_rehash(user.password_hash):
@@ -88,7 +88,7 @@ def password_sign_in(
         db, user, settings, client, amr=["pwd"], mfa_verified=False, partial=partial
     )
     if not partial:
-        events.record(db, user.id, "sign_in", ip=client.ip, method="pwd")  # type: ignore[arg-type]
+        events.record(db, user.pk, "sign_in", ip=client.ip, method="pwd")
     db.commit()
     return SignedIn(token=token, partial=partial)
 
@@ -112,12 +112,12 @@ def passkey_sign_in(
             raise Refused(400, "That passkey does not belong to an account here.")
         passkey = passkeys.verify_authentication(db, settings, challenge, credential, owner=owner)
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
-        events.record(db, owner.id, "sign_in", ip=client.ip, method="passkey", name=passkey.name)  # type: ignore[arg-type]
+        events.record(db, owner.pk, "sign_in", ip=client.ip, method="passkey", name=passkey.name)
         sessions.end_session_by_token(db, replaces)
         token = sessions.start_session(
             db, owner, settings, client, amr=[factor], mfa_verified=True, passkey_id=passkey.id
         )
-        return Completed(token, _codes_if_none(db, owner.id, client), owner.username)  # type: ignore[arg-type]
+        return Completed(token, _codes_if_none(db, owner.pk, client), owner.username)
 
     return ceremony.finish(
         db,
@@ -137,7 +137,7 @@ def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo
         .values(failed_login_count=User.failed_login_count + 1)
         .returning(col(User.failed_login_count))
     ).one()[0]
-    events.record(db, viewer.user.id, "second_factor_failed", ip=client.ip)  # type: ignore[arg-type]
+    events.record(db, viewer.user.pk, "second_factor_failed", ip=client.ip)
     locked_until = twofactor.lock_after_failure(count, utcnow())
     if locked_until is None:
         return False
@@ -146,14 +146,14 @@ def _fail_second_factor(db: Session, viewer: sessions.Viewer, client: ClientInfo
         .where(col(User.id) == viewer.user.id)
         .values(locked_until=locked_until, failed_login_count=0)
     )
-    events.record(db, viewer.user.id, "locked", ip=client.ip)  # type: ignore[arg-type]
-    sessions.end_partial_sessions(db, viewer.user.id)  # type: ignore[arg-type]
+    events.record(db, viewer.user.pk, "locked", ip=client.ip)
+    sessions.end_partial_sessions(db, viewer.user.pk)
     return True
 
 
 def _refuse_if_locked(db: Session, viewer: sessions.Viewer) -> User:
     """The user, locked for this transaction; a locked account finishes no second factor."""
-    user = lock_user(db, viewer.user.id)  # type: ignore[arg-type]
+    user = lock_user(db, viewer.user.pk)
     now = utcnow()
     if twofactor.is_locked(user.locked_until, now):
         lockout.refuse_locked(user.failed_login_count, user.locked_until, now)  # 429 (§9)
@@ -177,12 +177,12 @@ def second_factor_passkey(
         passkey = passkeys.verify_authentication(db, settings, challenge, credential)
         checking[0] = False
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
-        fresh = sessions.reread(db, session.id)  # type: ignore[arg-type]
+        fresh = sessions.reread(db, session.pk)
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
         db.exec(update(User).where(col(User.id) == viewer.user.id).values(failed_login_count=0))
         method = "pwd+passkey" if "pwd" in fresh.amr else "passkey"
-        events.record(db, viewer.user.id, "sign_in", ip=client.ip, method=method, name=passkey.name)  # type: ignore[arg-type]
-        return Completed(token, _codes_if_none(db, viewer.user.id, client), viewer.user.username)  # type: ignore[arg-type]
+        events.record(db, viewer.user.pk, "sign_in", ip=client.ip, method=method, name=passkey.name)
+        return Completed(token, _codes_if_none(db, viewer.user.pk, client), viewer.user.username)
 
     return ceremony.finish(
         db,
@@ -204,30 +204,30 @@ def second_factor_code(
     try:
         user = _refuse_if_locked(db, viewer)
     except Refused:
-        sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
+        sessions.end_session(db, viewer.session.pk)
         db.commit()
         raise
-    if len(code) > 64 or not recovery.use(db, user.id, code):  # type: ignore[arg-type]
+    if len(code) > 64 or not recovery.use(db, user.pk, code):
         ended = _fail_second_factor(db, viewer, client)
         db.commit()
         if ended:
             raise Refused(401, TOO_MANY_SECOND_FACTOR)
         raise Refused(422, WRONG_CODE)
-    remaining = recovery_codes_remaining(db, user.id)  # type: ignore[arg-type]
+    remaining = recovery_codes_remaining(db, user.pk)
     user.failed_login_count = 0
     db.add(user)
-    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+    session = sessions.reread(db, viewer.session.pk)
     token = sessions.upgrade_session(db, session, settings, factor="otp", passkey_id=None)
     events.record(
         db,
-        user.id,  # type: ignore[arg-type]
+        user.pk,
         "recovery_code_used",
         ip=client.ip,
         user_agent=client.user_agent,
         remaining=remaining,
     )
-    events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+otp")  # type: ignore[arg-type]
-    codes = _codes_if_none(db, user.id, client)  # type: ignore[arg-type]
+    events.record(db, user.pk, "sign_in", ip=client.ip, method="pwd+otp")
+    codes = _codes_if_none(db, user.pk, client)
     db.commit()
     return Completed(token, codes, user.username)
 
@@ -244,27 +244,27 @@ def enroll_at_login(
 
     def effect(challenge: Any) -> tuple[str, list[str]]:
         user = _refuse_if_locked(db, viewer)
-        fresh = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+        fresh = sessions.reread(db, viewer.session.pk)
         # checked again at the finish: the window may have passed since the start
         check_enroll_at_login(db, settings, user, fresh)
         passkey = register_passkey(db, settings, client, user, challenge, credential, name)
         passkey.last_used_at = utcnow()  # it completes this sign-in: used, not "Never"
-        codes = recovery.issue(db, user.id)  # type: ignore[arg-type]
+        codes = recovery.issue(db, user.pk)
         user.failed_login_count = 0
         db.add(user)
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         token = sessions.upgrade_session(db, fresh, settings, factor=factor, passkey_id=passkey.id)
         # SPEC §4.2: enroll-at-login ends the user's other sessions, with its own event
-        sessions.end_other_sessions(db, user.id, keep_id=fresh.id)  # type: ignore[arg-type]
+        sessions.end_other_sessions(db, user.pk, keep_id=fresh.id)
         events.record(
             db,
-            user.id,  # type: ignore[arg-type]
+            user.pk,
             "enrolled_at_login",
             ip=client.ip,
             user_agent=client.user_agent,
             name=passkey.name,
         )
-        events.record(db, user.id, "sign_in", ip=client.ip, method="pwd+passkey", name=passkey.name)  # type: ignore[arg-type]
+        events.record(db, user.pk, "sign_in", ip=client.ip, method="pwd+passkey", name=passkey.name)
         return token, codes
 
     return ceremony.finish(
@@ -283,7 +283,7 @@ def check_enroll_at_login(db: Session, settings: Settings, user: User, session: 
     decision = twofactor.can_enroll_at_login(
         user,
         session,
-        passkey_count(db, user.id),  # type: ignore[arg-type]
+        passkey_count(db, user.pk),
         utcnow(),
         settings.reauth_seconds,
     )
@@ -303,7 +303,7 @@ def confirm_password_at_login(
     not just entered (demoted by an administrator's requirement, or older than the window).
     Counted by the lockout; success makes it a password sign-in's partial session again
     (auth_time now, no demotion reason) with a new token. Commits."""
-    count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+    count = passkey_count(db, viewer.user.pk)
     if not twofactor.needs_enrollment_at_login(viewer.user, count):  # refused before a check
         raise Refused(409, "This account already has a passkey. Verify with it instead.")
     if not isinstance(password, str) or not password:
@@ -311,15 +311,15 @@ def confirm_password_at_login(
     if len(password) > MAX_PASSWORD_LENGTH:
         raise Refused(422, WRONG_PASSWORD)
     try:
-        user = check_password(db, viewer.user.id, password, client, fail_kind="reauth_failed")  # type: ignore[arg-type]
+        user = check_password(db, viewer.user.pk, password, client, fail_kind="reauth_failed")
     except Refused as refusal:
         if refusal.status_code == 401:
             raise Refused(422, WRONG_PASSWORD) from None
         raise
     release_attempt(db, user, completed=False)
-    session = sessions.reread(db, viewer.session.id)  # type: ignore[arg-type]
+    session = sessions.reread(db, viewer.session.pk)
     token = sessions.password_reentered(db, session)
-    events.record(db, user.id, "reauth", ip=client.ip, method="password")  # type: ignore[arg-type]
+    events.record(db, user.pk, "reauth", ip=client.ip, method="password")
     db.commit()
     viewer.session = session
     viewer.user = user

@@ -63,7 +63,7 @@ def create_user(
     db.add(user)
     try:
         db.flush()
-        events.record(db, user.id, "user_created", actor=actor)  # type: ignore[arg-type]
+        events.record(db, user.pk, "user_created", actor=actor)
         db.commit()
     except IntegrityError as exc:
         db.rollback()

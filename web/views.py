@@ -118,7 +118,7 @@ class SessionView:
 
 def session_view(session: AuthSession, current_id: int | None) -> SessionView:
     return SessionView(
-        id=session.id,  # type: ignore[arg-type]
+        id=session.pk,
         browser=browser_and_os(session.user_agent),
         ip=session.ip or "unknown",
         method=SIGN_IN_METHODS.get(tuple(session.amr), "Password"),
@@ -180,7 +180,7 @@ class PasskeyView:
 
 def passkey_view(passkey: Passkey) -> PasskeyView:
     return PasskeyView(
-        id=passkey.id,  # type: ignore[arg-type]
+        id=passkey.pk,
         name=passkey.name,
         synced=passkey.backup_eligible,
         created=when(passkey.created_at),
@@ -310,15 +310,11 @@ def account_context(
     """Everything the account page and each of its sections render from."""
     user = viewer.user
     now = utcnow()
-    rows = passkeys_of(db, user.id)  # type: ignore[arg-type]
+    rows = passkeys_of(db, user.pk)
     effective = twofactor.effective(user, now)
-    remaining = recovery_codes_remaining(db, user.id) if effective else 0  # type: ignore[arg-type]
-    on_record = recovery.on_record(db, user.id) if effective else 0  # type: ignore[arg-type]
-    live = [
-        s
-        for s in sessions.sessions_of(db, user.id)  # type: ignore[arg-type]
-        if not sessions.is_expired(s, settings)
-    ]
+    remaining = recovery_codes_remaining(db, user.pk) if effective else 0
+    on_record = recovery.on_record(db, user.pk) if effective else 0
+    live = [s for s in sessions.sessions_of(db, user.pk) if not sessions.is_expired(s, settings)]
     context: dict[str, Any] = {
         "user": user,
         "display_name": user.display_name or user.username,
@@ -327,11 +323,11 @@ def account_context(
         # every page load tells the password manager which passkeys are current (Signal API)
         "accepted": accepted_credentials(settings, user, rows),
         "sessions": current_first([session_view(s, viewer.session.id) for s in live]),
-        "events": event_views(events.recent(db, user.id)),  # type: ignore[arg-type]
+        "events": event_views(events.recent(db, user.pk)),
         "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),
         "password": password_view(user),
     }
-    context["codes_version"] = recovery.version(db, user.id) if effective else "0"  # type: ignore[arg-type]
+    context["codes_version"] = recovery.version(db, user.pk) if effective else "0"
     context["download"] = codes_download(user.username, site_of(settings), utcnow())
     return {**context, **SECTION_STATE, **state}
 

@@ -127,7 +127,7 @@ def _status(db: Session, username: str) -> User2faStatus | None:
     user = user_by_username(db, username)
     if user is None:
         return None
-    keys = passkeys_of(db, user.id)  # type: ignore[arg-type]
+    keys = passkeys_of(db, user.pk)
     now = utcnow()
     return User2faStatus(
         username=user.username,
@@ -140,7 +140,7 @@ def _status(db: Session, username: str) -> User2faStatus | None:
         passkey_enrolled=bool(keys),
         passkey_count=len(keys),
         passkey_enrolled_at=keys[0].created_at.isoformat() if keys else None,
-        recovery_codes_remaining=recovery_codes_remaining(db, user.id),  # type: ignore[arg-type]
+        recovery_codes_remaining=recovery_codes_remaining(db, user.pk),
         email=user.email,
     )
 
@@ -149,7 +149,7 @@ def _drop_codes_if_off(db: Session, user: User) -> None:
     """SPEC §4.2: an admin action that leaves effective 2FA off deletes the recovery codes,
     as when the user turns 2FA off. (A pending requirement leaves 2FA off too.)"""
     if not twofactor.effective(user):
-        recovery.remove_all(db, user.id)  # type: ignore[arg-type]
+        recovery.remove_all(db, user.pk)
 
 
 def _set_required(db: Session, username: str, required: bool, grace_days: int) -> TwoFactorResult:
@@ -157,11 +157,11 @@ def _set_required(db: Session, username: str, required: bool, grace_days: int) -
     if found is None:
         return _not_found(username)
     if not required:
-        return _clear_requirement(db, found.id)  # type: ignore[arg-type]
+        return _clear_requirement(db, found.pk)
     check = twofactor.check_grace_days(grace_days)
     if not check.allowed:
         return _result(found, check.message, success=False)
-    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    user = lock_user(db, found.pk)
     now = utcnow()
     changes, start = twofactor.new_requirement_start(user, grace_days, now)
     if not changes:
@@ -173,7 +173,7 @@ def _set_required(db: Session, username: str, required: bool, grace_days: int) -
     user.requirement_reminded_at = None if twofactor.reminder_wanted(start, now) else now
     db.add(user)
     detail = {"from": twofactor.iso_utc(start)} if start is not None else {}
-    events.record(db, user.id, "2fa_required", actor="admin", **detail)  # type: ignore[arg-type]
+    events.record(db, user.pk, "2fa_required", actor="admin", **detail)
     db.commit()
     if start is None:
         return _result(user, f"{user.username} now requires two-factor authentication")
@@ -191,7 +191,7 @@ def _clear_requirement(db: Session, user_id: int) -> TwoFactorResult:
         user.requirement_reminded_at = None
         db.add(user)
         if was_required:
-            events.record(db, user.id, "2fa_not_required", actor="admin")  # type: ignore[arg-type]
+            events.record(db, user.pk, "2fa_not_required", actor="admin")
     _drop_codes_if_off(db, user)
     db.commit()
     return _result(user, f"{user.username} no longer requires two-factor authentication")
@@ -201,18 +201,18 @@ def _set_enabled(db: Session, username: str, enabled: bool) -> TwoFactorResult:
     found = user_by_username(db, username)
     if found is None:
         return _not_found(username)
-    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    user = lock_user(db, found.pk)
     if user.user_2fa_enabled != enabled:
         user.user_2fa_enabled = enabled
         user.user_2fa_enabled_at = utcnow() if enabled else None
         db.add(user)
         kind = "2fa_enabled" if enabled else "2fa_disabled"
-        events.record(db, user.id, kind, actor="admin")  # type: ignore[arg-type]
+        events.record(db, user.pk, kind, actor="admin")
     _drop_codes_if_off(db, user)
     db.commit()
     state = "enabled" if enabled else "disabled"
     message = f"Two-factor preference {state} for {user.username}"
-    if enabled and passkey_count(db, user.id) == 0:  # type: ignore[arg-type]
+    if enabled and passkey_count(db, user.pk) == 0:
         message += " (no passkey yet: they will register one at their next sign-in)"
     return _result(user, message)
 
@@ -222,7 +222,7 @@ def _unlock(db: Session, username: str) -> TwoFactorResult:
     found = user_by_username(db, username)
     if found is None:
         return _not_found(username)
-    user = lock_user(db, found.id)  # type: ignore[arg-type]
+    user = lock_user(db, found.pk)
     was_locked = twofactor.is_locked(user.locked_until, utcnow())
     if not was_locked and user.failed_login_count == 0 and user.locked_until is None:
         db.commit()
@@ -230,7 +230,7 @@ def _unlock(db: Session, username: str) -> TwoFactorResult:
     user.failed_login_count = 0
     user.locked_until = None
     db.add(user)
-    events.record(db, user.id, "unlocked", actor="admin")  # type: ignore[arg-type]
+    events.record(db, user.pk, "unlocked", actor="admin")
     db.commit()
     if was_locked:
         return _result(user, f"{user.username} is unlocked")
@@ -242,10 +242,10 @@ def _sign_out(db: Session, username: str) -> TwoFactorResult:
     found = user_by_username(db, username)
     if found is None:
         return _not_found(username)
-    user = lock_user(db, found.id)  # type: ignore[arg-type]
-    ended = sessions.end_other_sessions(db, user.id, keep_id=None)  # type: ignore[arg-type]
+    user = lock_user(db, found.pk)
+    ended = sessions.end_other_sessions(db, user.pk, keep_id=None)
     if ended:
-        events.record(db, user.id, "signed_out_everywhere", actor="admin", sessions=ended)  # type: ignore[arg-type]
+        events.record(db, user.pk, "signed_out_everywhere", actor="admin", sessions=ended)
     db.commit()
     if not ended:
         return _result(user, f"{user.username} had no active sessions")
@@ -264,7 +264,7 @@ def _set_email(db: Session, username: str, email: str | None) -> TwoFactorResult
     if found is None:
         return _not_found(username)
     try:
-        user = set_email(db, found.id, email, actor="admin")  # type: ignore[arg-type]
+        user = set_email(db, found.pk, email, actor="admin")
     except Refused as refusal:
         db.rollback()
         return TwoFactorResult(

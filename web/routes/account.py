@@ -96,7 +96,7 @@ def removed(
     request: Request, db: Session, viewer: sessions.Viewer, token: str | None = None
 ) -> Template:
     """The passkeys section after a removal, with what the Signal API needs."""
-    remaining = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+    remaining = passkeys_of(db, viewer.user.pk)
     signal = accepted_credentials(settings_of(request), viewer.user, remaining)
     return section(
         request,
@@ -178,7 +178,7 @@ class AccountController(Controller):
         rate_limit(request, "ceremony")
         fields = ceremony.read_json(body)
         account.require(twofactor.can_enable(viewer.user))
-        existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+        existing = passkeys_of(db, viewer.user.pk)
         common: dict[str, Any] = {
             "binding": viewer.session.token_hash,
             "session_id": viewer.session.id,
@@ -255,7 +255,7 @@ class AccountController(Controller):
             session_id=viewer.session.id,
             purpose="disable-2fa",
             user=viewer.user,
-            allow=passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+            allow=passkeys_of(db, viewer.user.pk),
         )
         db.commit()
         return ceremony_options(options)
@@ -282,7 +282,7 @@ class AccountController(Controller):
     @post("/passkeys/start", sync_to_thread=True, opt=JSON)
     def add_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
-        existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+        existing = passkeys_of(db, viewer.user.pk)
         now, seconds = window(request)
         account.require(
             twofactor.can_add_passkey(viewer.session, len(existing), now, seconds),
@@ -322,7 +322,7 @@ class AccountController(Controller):
     def rename_form(
         self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
-        passkey = account.owned_passkey(db, viewer.user.id, passkey_id)  # type: ignore[arg-type]
+        passkey = account.owned_passkey(db, viewer.user.pk, passkey_id)
         return section(
             request, db, viewer, "passkeys", pk_editing=passkey_id, pk_name_value=passkey.name
         )
@@ -371,7 +371,7 @@ class AccountController(Controller):
             if refusal.status_code != 409:
                 raise
             return conflict(request, db, viewer, "passkeys", refusal, pk_refused=passkey_id)
-        count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        count = passkey_count(db, viewer.user.pk)
         db.rollback()
         if twofactor.removal_needs_confirmation(
             viewer.user, viewer.session, count, *window(request)
@@ -385,10 +385,12 @@ class AccountController(Controller):
     ) -> Template:
         try:
             account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
-            count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
-            if twofactor.removal_needs_confirmation(
-                viewer.user, viewer.session, count, *window(request)
-            ):  # stale since the question (or no JavaScript): the combined step
+            count = passkey_count(db, viewer.user.pk)
+            now, seconds = window(request)
+            decision = twofactor.can_remove_passkey_now(
+                viewer.user, viewer.session, count, now, seconds
+            )
+            if decision.code == twofactor.REAUTH_REQUIRED:
                 db.rollback()
                 return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
             account.remove_passkey(db, client(request), viewer, passkey_id)
@@ -411,7 +413,7 @@ class AccountController(Controller):
             session_id=viewer.session.id,
             purpose="remove-passkey",
             user=viewer.user,
-            allow=passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+            allow=passkeys_of(db, viewer.user.pk),
             data={"passkey_id": passkey_id},
         )
         db.commit()
@@ -440,7 +442,7 @@ class AccountController(Controller):
             if refusal.status_code != 409:
                 raise
             return conflict(request, db, viewer, "recovery-codes", refusal)
-        remaining = recovery_codes_remaining(db, viewer.user.id)  # type: ignore[arg-type]
+        remaining = recovery_codes_remaining(db, viewer.user.pk)
         mode = "confirm" if twofactor.regenerating_asks_first(remaining) else "view"
         return section(request, db, viewer, "recovery-codes", rc_mode=mode)
 
@@ -454,7 +456,7 @@ class AccountController(Controller):
             account.require(twofactor.can_regenerate_codes(viewer.user))
             if seen is not None:  # our pages always say which codes they show
                 account.check_codes_version(db, viewer, seen)
-            remaining = recovery_codes_remaining(db, viewer.user.id)  # type: ignore[arg-type]
+            remaining = recovery_codes_remaining(db, viewer.user.pk)
             if twofactor.regenerating_asks_first(remaining) and not confirmed:
                 return section(request, db, viewer, "recovery-codes", rc_mode="confirm")
             now, seconds = window(request)
@@ -489,7 +491,7 @@ class AccountController(Controller):
             session_id=viewer.session.id,
             purpose="recovery-codes",
             user=viewer.user,
-            allow=passkeys_of(db, viewer.user.id),  # type: ignore[arg-type]
+            allow=passkeys_of(db, viewer.user.pk),
             data={"codes_version": seen},
         )
         db.commit()
@@ -534,7 +536,7 @@ class AccountController(Controller):
         Regeneration goes on at once; adding a passkey is offered again."""
         then = account.confirm_target(field(data, "then"))
         # what the action refuses anyway is refused before a password is checked
-        count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        count = passkey_count(db, viewer.user.pk)
         account.require(twofactor.can_confirm_for(then, viewer.user, count))
         try:
             token = account.confirm_with_password(
@@ -567,7 +569,7 @@ class AccountController(Controller):
     def confirm_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
         then = account.confirm_target(ceremony.read_json(body).get("then"))
-        existing = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+        existing = passkeys_of(db, viewer.user.pk)
         account.require(twofactor.can_confirm_with_passkey(len(existing)))
         options = passkeys.start_authentication(
             db,
@@ -606,7 +608,7 @@ class AccountController(Controller):
 
     def _password_needs_confirm(self, request: Request, db: Session, viewer: Current) -> bool:
         now, seconds = window(request)
-        keys = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        keys = passkey_count(db, viewer.user.pk)
         decision = twofactor.can_change_password_now(viewer.session, keys, now, seconds)
         return decision.code == twofactor.REAUTH_REQUIRED
 

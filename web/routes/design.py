@@ -16,7 +16,9 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 @get("/_design", sync_to_thread=False)
 def design_gallery(request: Request) -> Template:
-    environment = request.app.template_engine.engine  # type: ignore[union-attr]
+    engine = request.app.template_engine
+    assert engine is not None  # the app is always built with its Jinja engine
+    environment = engine.engine
     partials = [
         (name, template, Markup(render_sample(environment, name)))  # noqa: S704 (our templates)
         for name, (template, _) in SAMPLES.items()

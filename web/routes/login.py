@@ -208,7 +208,7 @@ def with_accepted_credentials(
     account has now (WebAuthn Signal API): they go in the JSON answer next to `redirect`."""
     if owner is None or not isinstance(response.content, dict):
         return response
-    accepted = accepted_credentials(settings_of(request), owner, passkeys_of(db, owner.id))  # type: ignore[arg-type]
+    accepted = accepted_credentials(settings_of(request), owner, passkeys_of(db, owner.pk))
     response.content = {
         **response.content,
         "signal": {
@@ -237,7 +237,7 @@ class SecondFactorController(Controller):
         status: int = 200,
         headers: dict[str, str] | None = None,
     ) -> Template:
-        count = passkey_count(db, viewer.user.id)  # type: ignore[arg-type]
+        count = passkey_count(db, viewer.user.pk)
         enroll = twofactor.needs_enrollment_at_login(viewer.user, count)
         may_enroll = twofactor.can_enroll_at_login(
             viewer.user, viewer.session, count, utcnow(), settings_of(request).reauth_seconds
@@ -325,7 +325,7 @@ class SecondFactorController(Controller):
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
     def passkey_start(self, request: Request, db: DB, viewer: Current) -> Response:
         rate_limit(request, "ceremony")
-        allow = passkeys_of(db, viewer.user.id)  # type: ignore[arg-type]
+        allow = passkeys_of(db, viewer.user.pk)
         decision = twofactor.can_verify_second_factor(len(allow))
         if not decision.allowed:
             raise Refused(decision.status, decision.message)
@@ -394,7 +394,7 @@ def logout(request: Request, db: DB) -> Response:
     viewer = sessions.load(request, db)
     if viewer is not None:
         sessions.record_incomplete(db, [viewer.session])
-        sessions.end_session(db, viewer.session.id)  # type: ignore[arg-type]
+        sessions.end_session(db, viewer.session.pk)
         db.commit()
     response = redirect(request, "/login")
     sessions.clear_cookie(response, settings_of(request))
