@@ -374,11 +374,6 @@ def can_regenerate_codes_now(
     return _then_recent(can_regenerate_codes(user), session, now, seconds)
 
 
-def can_change_password(session: SessionFacts, now: datetime, seconds: int) -> Decision:
-    """Changing the password (issue 10) needs recent authentication."""
-    return _then_recent(ALLOWED, session, now, seconds)
-
-
 def shows_recovery_codes(user: UserFlags, now: datetime | None = None) -> bool:
     return effective(user, now)
 
@@ -543,4 +538,4 @@ def can_change_password_now(
     with a passkey first."""
     if passkey_count == 0:
         return ALLOWED
-    return can_change_password(session, now, seconds)
+    return _then_recent(ALLOWED, session, now, seconds)

@@ -293,6 +293,8 @@ def expected_reauth(action: str, recent: bool, passkeys: int, two_factor: str) -
         refusal = (409, "only used while two-factor authentication is on")
     if refusal:
         return refusal
+    if action == "change-password" and passkeys == 0:
+        return ALLOWED  # no passkey: the "Current password" field is the confirmation (§9)
     return ALLOWED if recent else CONFIRM
 
 
@@ -305,7 +307,7 @@ def actual_reauth(action: str, facts: Facts, passkeys: int, two_factor: str, now
         ),
         "remove-passkey": lambda: twofactor.can_remove_passkey_now(user, facts, passkeys, now, 600),
         "regenerate-codes": lambda: twofactor.can_regenerate_codes_now(user, facts, now, 600),
-        "change-password": lambda: twofactor.can_change_password(facts, now, 600),
+        "change-password": lambda: twofactor.can_change_password_now(facts, passkeys, now, 600),
     }[action]()
     if decision.allowed:
         return ALLOWED
