@@ -81,9 +81,13 @@ def test_a_stolen_stale_cookie_cannot_add_a_passkey(page, new_context, short_ser
 
     # The rest of the takeover fails too: removing the owner's passkey asks the same.
     passkeys.get_by_role("link", name="Cancel").click()
+    expect(passkeys.get_by_role("heading", name=CONFIRM)).to_have_count(0)  # the step closed
     passkeys.get_by_role("link", name="Remove Owner's key").click()  # one combined step
     expect(passkeys.get_by_role("heading", name=CONFIRM)).to_be_visible()
-    passkeys.get_by_role("button", name="Verify with a passkey").click()
+    # the combined step's own button (verifies and removes in one ceremony)
+    remove = passkeys.get_by_role("button", name="Verify with a passkey and remove")
+    expect(remove).to_be_visible()
+    remove.click()
     expect(passkeys.get_by_role("alert").filter(has_text=CANCELLED)).to_be_visible()
     assert server.status(username)["passkeyCount"] == 1
 
