@@ -17,10 +17,22 @@
     return !!(element && (element.matches("[data-open]") || element.querySelector("[data-open]")));
   }
 
+  function isBackground(config) {
+    return !!(config && config.triggeringEvent && config.triggeringEvent.type === "account-changed");
+  }
+
   document.addEventListener("htmx:beforeRequest", function (event) {
-    const config = event.detail.requestConfig;
-    const background = config && config.triggeringEvent && config.triggeringEvent.type === "account-changed";
-    if (background && isOpen(event.detail.target)) event.preventDefault();
+    if (isBackground(event.detail.requestConfig) && isOpen(event.detail.target)) {
+      event.preventDefault();
+    }
+  });
+
+  // A refresh already on its way when a step opened (a click right after a change) must not
+  // land on the step either: checked again when its answer arrives.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (isBackground(event.detail.requestConfig) && isOpen(event.detail.target)) {
+      event.detail.shouldSwap = false;
+    }
   });
 
   // ---- a newer message replaces an older one in the same place -----------------------
