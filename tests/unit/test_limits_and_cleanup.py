@@ -10,6 +10,7 @@ import pytest
 from sqlmodel import select, update
 
 from models import AuthSession, Passkey, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
+from tests.softauthn import SoftAuthenticator
 from tests.unit.conftest import ORIGIN, PASSWORD, Auth, Client, query
 from web.app import create_app
 from web.cleanup import cleanup
@@ -43,6 +44,25 @@ def test_sign_in_attempts_over_the_limit_get_429_with_retry_after(limited, user)
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) == 31
     assert "Too many attempts" in refused.text
+
+
+def test_a_recovery_code_over_the_limit_keeps_retry_after(settings, database, user):
+    """The second step's plain forms re-render on a refusal: a 429 keeps its Retry-After
+    (the recovery-code form and the password-before-enrolment form alike)."""
+    app = create_app(settings.with_(ip_limit_per_minute=2), database)
+    with Client(app=app, base_url=ORIGIN) as c:
+        auth = Auth(c, SoftAuthenticator(rp_id="localhost", origin=ORIGIN))
+        auth.login()  # sign-in attempt 1 of 2 (ceremony starts have their own count)
+        assert auth.add_passkey().status_code == 200
+        assert auth.enable_2fa().status_code == 200
+        auth.logout()
+        c.page("/login")
+        assert c.form("/login", {"username": "alice", "password": PASSWORD}).status_code == 303  # 2
+        refused = c.form("/login/2fa/recovery", {"code": "AAAA-BBBB"})
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["retry-after"]) == 31
+        assert "Too many attempts" in refused.text
+        assert "<form" in refused.text  # the step again, not an error page
 
 
 def test_ceremony_starts_are_limited_too(limited):

@@ -226,6 +226,25 @@ class SecondFactorController(Controller):
     path = "/login/2fa"
     dependencies = {"viewer": Provide(sessions.provide_pending, sync_to_thread=True)}
 
+    def _refused(
+        self, request: Request, db: DB, viewer: Current, refusal: Refused, return_to: str
+    ) -> Template:
+        """A plain form of this step refused: the step again with the words, the status and
+        the refusal's headers (a 429 keeps its Retry-After). A 401 (the sign-in is over)
+        goes to the error handler."""
+        db.rollback()
+        if refusal.status_code == 401:
+            raise refusal
+        return self._page(
+            request,
+            db,
+            viewer,
+            return_to=return_to,
+            error=str(refusal.detail),
+            status=refusal.status_code,
+            headers=refusal.headers,
+        )
+
     def _page(
         self,
         request: Request,
@@ -283,16 +302,7 @@ class SecondFactorController(Controller):
                 db, settings_of(request), client(request), viewer, code
             )
         except Refused as refusal:
-            if refusal.status_code == 401:
-                raise
-            return self._page(
-                request,
-                db,
-                viewer,
-                return_to=return_to,
-                error=str(refusal.detail),
-                status=refusal.status_code,
-            )
+            return self._refused(request, db, viewer, refusal, return_to)
         return finished(request, completed, return_to)
 
     @post("/password", sync_to_thread=True)
@@ -307,18 +317,7 @@ class SecondFactorController(Controller):
                 db, client(request), viewer, field(data, "password")
             )
         except Refused as refusal:
-            db.rollback()
-            if refusal.status_code == 401:
-                raise
-            return self._page(
-                request,
-                db,
-                viewer,
-                return_to=return_to,
-                error=str(refusal.detail),
-                status=refusal.status_code,
-                headers=refusal.headers,
-            )
+            return self._refused(request, db, viewer, refusal, return_to)
         target = "/login/2fa" + (f"?return_to={quote(return_to)}" if return_to != HOME else "")
         return redirect(request, target, token=token)
 
