@@ -288,7 +288,8 @@ def finish_disable_2fa(db: Session, actor: Actor, credential: dict[str, Any]) ->
         user.user_2fa_enabled = False
         user.user_2fa_enabled_at = None
         db.add(user)
-        recovery.remove_all(db, user.pk)
+        if not twofactor.keeps_recovery_codes(user):
+            recovery.remove_all(db, user.pk)
         client = actor.client
         events.record(db, user.pk, "2fa_disabled", ip=client.ip, user_agent=client.user_agent)
         session, token = _step_up(db, actor, passkey)
