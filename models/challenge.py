@@ -1,21 +1,25 @@
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Column, LargeBinary
 from sqlmodel import JSON, Field, SQLModel
 
 from models.base import Persisted, json_column, utcnow
 
-PURPOSES = (
-    "register",
-    "login",
-    "second-factor",
-    "enable-2fa",
-    "disable-2fa",
-    "recovery-codes",
-    "enroll-at-login",
-    "remove-passkey",
-    "reauth",
-)
+
+class Purpose(StrEnum):
+    """What a WebAuthn challenge was started for: a finish accepts only its own purpose.
+    (The column stays a string column; these are its values.)"""
+
+    LOGIN = "login"  # sign in with a passkey (discoverable)
+    SECOND_FACTOR = "second-factor"  # /login/2fa: verify with a passkey
+    ENROLL_AT_LOGIN = "enroll-at-login"  # /login/2fa: register the first passkey
+    ENABLE_2FA = "enable-2fa"  # turn 2FA on, with a new passkey or an existing one
+    DISABLE_2FA = "disable-2fa"
+    REGISTER = "register"  # add a passkey on the account page
+    REMOVE_PASSKEY = "remove-passkey"  # "Confirm it's you" that also removes the passkey
+    RECOVERY_CODES = "recovery-codes"  # "Confirm it's you" that also regenerates codes
+    REAUTH = "reauth"  # "Confirm it's you" with a passkey
 
 
 class WebAuthnChallenge(Persisted, SQLModel, table=True):

@@ -1,5 +1,7 @@
-"""The shared shape of every passkey ceremony's `finish`: read the body, consume the
-challenge, verify and apply the effect in one transaction.
+"""The shared shape of every passkey ceremony: a `start_…` stores a challenge for one
+`Purpose` and returns the options; its `finish_…` (next to it, in web.account or
+web.signin) comes through `finish` here: consume the challenge, verify and apply the
+effect in one transaction.
 
 The challenge is consumed whatever happens next; the effect runs in a savepoint, so a
 refused ceremony commits only the consumption (and the failure's own record), never half
@@ -15,10 +17,13 @@ from typing import Any, TypeVar
 from sqlmodel import Session
 
 from models import WebAuthnChallenge
+from models.challenge import Purpose
 from web import events, passkeys
 from web.errors import Refused
 
 T = TypeVar("T")
+Options = dict[str, Any]
+"""What a `start_…` returns: the WebAuthn options JSON for the browser."""
 NOT_JSON = "The request body must be a JSON object."
 
 
@@ -46,14 +51,14 @@ def finish(
     db: Session,
     credential: dict[str, Any],
     *,
-    purposes: tuple[str, ...],
+    purpose: Purpose,
     binding: str,
     effect: Callable[[WebAuthnChallenge], T],
     ip: str,
     on_failure: Callable[[Refused], object] | None = None,
 ) -> T:
     """Consume the challenge, then apply `effect` atomically; commit either way."""
-    challenge = passkeys.take_challenge(db, credential, purposes=purposes, binding=binding)
+    challenge = passkeys.take_challenge(db, credential, purpose=purpose, binding=binding)
     try:
         with db.begin_nested():
             result = effect(challenge)

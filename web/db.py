@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,3 +126,15 @@ def provide_db(request: Request) -> Iterator[Session]:
         yield session
     finally:
         session.close()
+
+
+@contextmanager
+def transaction(db: Session) -> Iterator[None]:
+    """A service's transaction: committed when the block ends, rolled back when it raises
+    (a refusal changes nothing). Services own their transaction; handlers never commit."""
+    try:
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()

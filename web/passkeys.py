@@ -46,6 +46,7 @@ from webauthn.helpers.structs import (
 )
 
 from models import Passkey, User, WebAuthnChallenge, utcnow
+from models.challenge import Purpose
 from models.passkey import passkey_by_credential_id
 from web.errors import Refused
 from web.settings import Settings
@@ -91,7 +92,7 @@ def _store_challenge(
     binding: str,
     session_id: int | None,
     user_id: int | None,
-    purpose: str,
+    purpose: Purpose,
     allow: list[bytes],
     data: dict[str, Any],
 ) -> None:
@@ -119,7 +120,7 @@ def start_registration(
     *,
     binding: str,
     session_id: int | None,
-    purpose: str,
+    purpose: Purpose,
     data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Creation options (resident key and UV preferred, attestation none); the caller commits."""
@@ -157,7 +158,7 @@ def start_authentication(
     *,
     binding: str,
     session_id: int | None,
-    purpose: str,
+    purpose: Purpose,
     user: User | None = None,
     allow: list[Passkey] | None = None,
     require_uv: bool = False,
@@ -211,7 +212,7 @@ def client_data(credential: dict[str, Any]) -> dict[str, Any]:
 
 
 def take_challenge(
-    db: Session, credential: Any, *, purposes: tuple[str, ...], binding: str
+    db: Session, credential: Any, *, purpose: Purpose, binding: str
 ) -> WebAuthnChallenge:
     """Consume the credential's challenge: it must be ours, this browser's, of this purpose,
     unexpired and unused. The UPDATE … WHERE consumed_at IS NULL makes it single-use even
@@ -229,7 +230,7 @@ def take_challenge(
         .where(
             col(WebAuthnChallenge.challenge) == challenge,
             col(WebAuthnChallenge.binding_hash) == binding,
-            col(WebAuthnChallenge.purpose).in_(purposes),
+            col(WebAuthnChallenge.purpose) == purpose,
             col(WebAuthnChallenge.consumed_at).is_(None),
             col(WebAuthnChallenge.expires_at) > now,
         )

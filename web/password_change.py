@@ -11,7 +11,8 @@ from sqlmodel import Session
 from models import User, utcnow
 from models.passkey import passkey_count
 from web import events, lockout, sessions, twofactor
-from web.client import ClientInfo
+from web.account import Changed
+from web.db import transaction
 from web.errors import Refused
 from web.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -19,7 +20,7 @@ from web.passwords import (
     new_password_problem,
     verify_password,
 )
-from web.settings import Settings
+from web.sessions import Actor, Viewer
 from web.tokens import digest, new_token
 from web.users import lock_user
 
@@ -39,36 +40,42 @@ def _hints(user: User) -> tuple[str, ...]:
     return tuple(w for w in (user.display_name, (user.email or "").partition("@")[0]) if w)
 
 
-def change_password(
-    db: Session,
-    settings: Settings,
-    client: ClientInfo,
-    viewer: sessions.Viewer,
-    current: str,
-    new: str,
-) -> str:
+def _may_change_now(db: Session, actor: Actor) -> twofactor.Decision:
+    keys = passkey_count(db, actor.user.pk)
+    now, seconds = utcnow(), actor.settings.reauth_seconds
+    return twofactor.can_change_password_now(actor.session, keys, now, seconds)
+
+
+def needs_confirmation(db: Session, actor: Actor) -> bool:
+    """The form is "Confirm it's you" first (a passkey on the account, a stale session)."""
+    return _may_change_now(db, actor).code == twofactor.REAUTH_REQUIRED
+
+
+def change_password(db: Session, actor: Actor, current: str, new: str) -> Changed:
     """Recent authentication (a passkey confirmation first when the account has a passkey and
     the session is stale), then judge the new password, then check the current one (a wrong
-    one counts toward the lockout), then apply the change. Returns this session's new token."""
-    user_id = viewer.user.pk
+    one counts toward the lockout), then apply the change, with this session's new token."""
+    with transaction(db):
+        return _change_password(db, actor, current, new)
+
+
+def _change_password(db: Session, actor: Actor, current: str, new: str) -> Changed:
+    client = actor.client
+    user_id = actor.user.pk
     keys = passkey_count(db, user_id)
-    decision = twofactor.can_change_password_now(
-        viewer.session, keys, utcnow(), settings.reauth_seconds
-    )
-    if not decision.allowed:
-        raise Refused(decision.status, decision.message)
+    _may_change_now(db, actor).require()
     if not current:
         raise PasswordRefused("current", "Enter your current password.")
     if not new:
         raise PasswordRefused("new", "Enter a new password.")
     problem = new_password_problem(
-        new, username=viewer.user.username, current=current, hints=_hints(viewer.user)
+        new, username=actor.user.username, current=current, hints=_hints(actor.user)
     )
     if problem:
         raise PasswordRefused("new", problem)
     if len(current) > MAX_PASSWORD_LENGTH:
         raise PasswordRefused("current", WRONG_CURRENT)
-    old_hash = viewer.user.password_hash
+    old_hash = actor.user.password_hash
     db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
     new_hash = hash_password(new)
     try:
@@ -99,8 +106,8 @@ def change_password(
     user.password_hash = new_hash
     user.password_changed_at = now
     db.add(user)
-    sessions.end_other_sessions(db, user.pk, keep_id=viewer.session.id)
-    session = sessions.reread(db, viewer.session.pk)
+    sessions.end_other_sessions(db, user.pk, keep_id=actor.session.id)
+    session = sessions.reread(db, actor.session.pk)
     if keys == 0:  # the current password was this session's confirmation (SPEC §9)
         token = sessions.confirm_identity(db, session, factor=None, passkey_id=None)
     else:
@@ -109,9 +116,7 @@ def change_password(
         session.last_seen_at = now
         db.add(session)
     events.record(db, user.pk, "password_changed", ip=client.ip, user_agent=client.user_agent)
-    db.commit()
-    viewer.user, viewer.session = user, session
-    return token
+    return Changed(Viewer(user, session), token=token)
 
 
 def set_password(db: Session, target: User, new: str) -> None:

@@ -39,6 +39,23 @@ class Viewer:
     session: AuthSession
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a change, and from where: the person and their session (signed in, or
+    waiting for a second factor), the settings and the client (IP, user agent). What the
+    services of web.account and web.signin are given (web.routes.common.actor builds it)."""
+
+    user: User
+    session: AuthSession
+    settings: Settings
+    client: ClientInfo
+
+    @property
+    def binding(self) -> str:
+        """What this session's ceremonies are bound to: its token's hash."""
+        return self.session.token_hash
+
+
 def token_of(request: Request) -> str | None:
     """The session token from this request's cookie (its name depends on Secure)."""
     return request.cookies.get(request.app.state.settings.session_cookie)

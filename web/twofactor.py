@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from web.errors import Refused
+
 MAX_FAILED_ATTEMPTS = 5
 MAX_PASSKEYS = 32
 """At most this many passkeys per user (SPEC §7)."""
@@ -72,6 +74,14 @@ class Decision:
     message: str = ""
     code: str = ""
     """A machine-readable reason for the shim (e.g. `reauth-required`)."""
+
+    def require(self, *, then: str = "") -> None:
+        """A refusal becomes the answer the user sees (web.errors.Refused). A refusal for
+        want of recent authentication names the step that resolves it, the section `then`
+        with "Confirm it's you" (for the shim)."""
+        if not self.allowed:
+            step = f"/account/confirm?then={then}" if self.code and then else ""
+            raise Refused(self.status, self.message, code=self.code, step=step)
 
 
 ALLOWED = Decision(True)
@@ -234,6 +244,7 @@ class PartialFacts(Protocol):
     partial_reason: str
 
 
+ALREADY_HAS_PASSKEY = "This account already has a passkey. Verify with it instead."
 PASSWORD_FIRST = "Enter your password to register a passkey."  # noqa: S105 (a message)
 ENROLL_ALWAYS_ASK = timedelta(minutes=5)
 """With BARYCENTER_REAUTH_SECONDS=0 (always ask) the password just entered counts this long
@@ -249,7 +260,7 @@ def can_enroll_at_login(
     password is older, must enter the password on /login/2fa first: a stolen stale cookie
     must not be able to register the thief's passkey."""
     if not needs_enrollment_at_login(user, passkey_count, now):
-        return refuse(409, "This account already has a passkey. Verify with it instead.")
+        return refuse(409, ALREADY_HAS_PASSKEY)
     window = timedelta(seconds=seconds) if seconds > 0 else ENROLL_ALWAYS_ASK
     if (
         session.state == "partial"
@@ -258,6 +269,24 @@ def can_enroll_at_login(
     ):
         return ALLOWED
     return refuse(403, PASSWORD_FIRST, REAUTH_REQUIRED)
+
+
+def enroll_at_login_step(
+    user: UserFlags, session: PartialFacts, passkey_count: int, now: datetime, seconds: int
+) -> str:
+    """What /login/2fa offers: "" (verify with a passkey or a recovery code), "register"
+    (enroll-at-login), or "password" (enroll-at-login, the password entered first)."""
+    if not needs_enrollment_at_login(user, passkey_count, now):
+        return ""
+    decision = can_enroll_at_login(user, session, passkey_count, now, seconds)
+    return "password" if decision.code == REAUTH_REQUIRED else "register"
+
+
+def can_reenter_password_at_login(user: UserFlags, passkey_count: int) -> Decision:
+    """The password on /login/2fa is only for enroll-at-login (refused before a check)."""
+    if not needs_enrollment_at_login(user, passkey_count):
+        return refuse(409, ALREADY_HAS_PASSKEY)
+    return ALLOWED
 
 
 def recently_authenticated(session: SessionFacts, now: datetime, seconds: int) -> bool:
@@ -463,10 +492,30 @@ def regenerating_asks_first(remaining: int) -> bool:
     return remaining > 0
 
 
+CODES_CHANGED = (
+    "Your recovery codes were changed in another window or device. "
+    "This is what they are now; nothing else was changed."
+)
+
+
 def codes_changed_meanwhile(seen_version: str, current_version: str) -> bool:
     """A step started from a page showing other codes (a second tab, another device) is
     answered with the current state, never carried out on codes the person didn't see."""
     return seen_version != current_version
+
+
+def can_act_on_codes_seen(seen_version: str | None, current_version: str) -> Decision:
+    """A recovery-codes step names the codes its page showed (None: it didn't say); other
+    codes than those are a 409, and nothing changes."""
+    if seen_version is not None and codes_changed_meanwhile(seen_version, current_version):
+        return refuse(409, CODES_CHANGED)
+    return ALLOWED
+
+
+def keeps_recovery_codes(user: UserFlags, now: datetime | None = None) -> bool:
+    """Recovery codes exist only while effective 2FA is on: a change that leaves it off
+    deletes them (the user turning it off, or an administrator)."""
+    return effective(user, now)
 
 
 def enabling_issues_codes(remaining: int) -> bool:

@@ -148,7 +148,7 @@ def _status(db: Session, username: str) -> User2faStatus | None:
 def _drop_codes_if_off(db: Session, user: User) -> None:
     """SPEC §4.2: an admin action that leaves effective 2FA off deletes the recovery codes,
     as when the user turns 2FA off. (A pending requirement leaves 2FA off too.)"""
-    if not twofactor.effective(user):
+    if not twofactor.keeps_recovery_codes(user):
         recovery.remove_all(db, user.pk)
 
 
@@ -212,7 +212,7 @@ def _set_enabled(db: Session, username: str, enabled: bool) -> TwoFactorResult:
     db.commit()
     state = "enabled" if enabled else "disabled"
     message = f"Two-factor preference {state} for {user.username}"
-    if enabled and passkey_count(db, user.pk) == 0:
+    if enabled and twofactor.needs_enrollment_at_login(user, passkey_count(db, user.pk)):
         message += " (no passkey yet: they will register one at their next sign-in)"
     return _result(user, message)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -12,15 +11,22 @@ from litestar.params import FromPath, FromQuery, RawBody, URLEncodedBody
 from litestar.response import Redirect, Template
 from sqlmodel import Session
 
-from models import User, utcnow
-from models.passkey import passkey_count, passkeys_of
-from models.recovery import recovery_codes_remaining
-from web import account, ceremony, passkeys, password_change, sessions, twofactor
+from models import User
+from models.passkey import passkeys_of
+from web import account, ceremony, password_change, sessions, twofactor
 from web.errors import Refused
-from web.routes.common import DB, Current, client, field, rate_limit, render, settings_of
+from web.routes.common import (
+    DB,
+    JSON,
+    Current,
+    actor,
+    field,
+    rate_limit,
+    render,
+    settings_of,
+)
 from web.views import accepted_credentials, account_context
 
-JSON = {"body": "json"}
 CHANGED = "account-changed"  # sections listen for it and refresh themselves
 
 SECTIONS = {
@@ -119,11 +125,6 @@ def form_fields(body: bytes) -> dict[str, str]:
     return {key: value[:200] for key, value in pairs}
 
 
-def window(request: Request) -> tuple[datetime, int]:
-    """Now and BARYCENTER_REAUTH_SECONDS: what the recent-authentication rules take."""
-    return utcnow(), settings_of(request).reauth_seconds
-
-
 def ceremony_options(options: dict[str, Any]) -> Response:
     return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
 
@@ -163,13 +164,16 @@ class AccountController(Controller):
     def sessions_section(self, request: Request, db: DB, viewer: Current) -> Template:
         return section(request, db, viewer, "sessions")
 
+    # A refusal of the rules with 409 shows in its section, as the section is now (SPEC
+    # §9); any other refusal goes to the error handler.
+
     # ---- Two-factor authentication: enable -------------------------------------------
 
     @get("/two-factor/enable", sync_to_thread=True)
     def enable_step(self, request: Request, db: DB, viewer: Current) -> Template:
-        decision = twofactor.can_enable(viewer.user)
-        if not decision.allowed:
-            refusal = Refused(decision.status, decision.message)
+        try:
+            twofactor.can_enable(viewer.user).require()
+        except Refused as refusal:
             return conflict(request, db, viewer, "two-factor", refusal)
         return section(request, db, viewer, "two-factor", tf_mode="enroll")
 
@@ -177,41 +181,16 @@ class AccountController(Controller):
     def enable_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
         fields = ceremony.read_json(body)
-        account.require(twofactor.can_enable(viewer.user))
-        existing = passkeys_of(db, viewer.user.pk)
-        common: dict[str, Any] = {
-            "binding": viewer.session.token_hash,
-            "session_id": viewer.session.id,
-            "purpose": "enable-2fa",
-        }
-        if fields.get("mode") == "existing":
-            account.require(twofactor.can_enable_with_existing_passkey(viewer.user, len(existing)))
-            options = passkeys.start_authentication(
-                db, settings_of(request), user=viewer.user, allow=existing, **common
-            )
-        else:
-            account.require(
-                twofactor.can_enable_with_new_passkey(
-                    viewer.user, viewer.session, len(existing), *window(request)
-                ),
-                then="two-factor",
-            )
-            name = account.clean_name(fields.get("name"))
-            options = passkeys.start_registration(
-                db,
-                settings_of(request),
-                viewer.user,
-                existing,
-                data={"mode": "new", "name": name},
-                **common,
-            )
-        db.commit()
-        return ceremony_options(options)
+        mode, name = fields.get("mode"), fields.get("name")
+        return ceremony_options(
+            account.start_enable_2fa(db, actor(request, viewer), mode=mode, name=name)
+        )
 
     @post("/two-factor/enable/finish", sync_to_thread=True, opt=JSON)
     def enable_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, _ = ceremony.read_credential(body)
-        enabled = account.enable_2fa(db, settings_of(request), client(request), viewer, credential)
+        enabled = account.finish_enable_2fa(db, actor(request, viewer), credential)
+        viewer = enabled.viewer
         if not enabled.codes:  # codes that still work are kept (SPEC §4.1b)
             return section(
                 request,
@@ -237,36 +216,25 @@ class AccountController(Controller):
 
     @get("/two-factor/disable", sync_to_thread=True)
     def disable_step(self, request: Request, db: DB, viewer: Current) -> Template:
-        decision = twofactor.can_disable(viewer.user)
-        if decision.status == 409:  # already off: the card as it is now, with the words
-            refusal = Refused(decision.status, decision.message)
+        try:
+            twofactor.can_disable(viewer.user).require()
+        except Refused as refusal:
+            if refusal.status_code != 409:  # already off: the card as it is now, with the words
+                raise
             return conflict(request, db, viewer, "two-factor", refusal)
-        account.require(decision)
         return section(request, db, viewer, "two-factor", tf_mode="disable")
 
     @post("/two-factor/disable/start", sync_to_thread=True, opt=JSON)
     def disable_start(self, request: Request, db: DB, viewer: Current) -> Response:
-        account.require(twofactor.can_disable(viewer.user))
         rate_limit(request, "ceremony")
-        options = passkeys.start_authentication(
-            db,
-            settings_of(request),
-            binding=viewer.session.token_hash,
-            session_id=viewer.session.id,
-            purpose="disable-2fa",
-            user=viewer.user,
-            allow=passkeys_of(db, viewer.user.pk),
-        )
-        db.commit()
-        return ceremony_options(options)
+        return ceremony_options(account.start_disable_2fa(db, actor(request, viewer)))
 
     @post("/two-factor/disable/finish", sync_to_thread=True, opt=JSON)
     def disable_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
-        account.require(
-            twofactor.can_disable(viewer.user)
-        )  # 403 whatever the client sends, before reading it
+        twofactor.can_disable(viewer.user).require()  # 403 whatever the client sends, unread
         credential, _ = ceremony.read_credential(body)
-        token = account.disable_2fa(db, settings_of(request), client(request), viewer, credential)
+        disabled = account.finish_disable_2fa(db, actor(request, viewer), credential)
+        viewer, token = disabled.viewer, disabled.token
         return section(
             request,
             db,
@@ -282,33 +250,16 @@ class AccountController(Controller):
     @post("/passkeys/start", sync_to_thread=True, opt=JSON)
     def add_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
-        existing = passkeys_of(db, viewer.user.pk)
-        now, seconds = window(request)
-        account.require(
-            twofactor.can_add_passkey(viewer.session, len(existing), now, seconds),
-            then="passkeys",
-        )
-        name = account.clean_name(ceremony.read_json(body).get("name"))
-        options = passkeys.start_registration(
-            db,
-            settings_of(request),
-            viewer.user,
-            existing,
-            binding=viewer.session.token_hash,
-            session_id=viewer.session.id,
-            purpose="register",
-            data={"name": name},
-        )
-        db.commit()
-        return ceremony_options(options)
+        name = ceremony.read_json(body).get("name")
+        return ceremony_options(account.start_add_passkey(db, actor(request, viewer), name))
 
     @post("/passkeys/finish", sync_to_thread=True, opt=JSON)
     def add_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, fields = ceremony.read_credential(body)
-        name = account.clean_name(fields.get("name"))
-        passkey = account.add_passkey(
-            db, settings_of(request), client(request), viewer, credential, name
+        added = account.finish_add_passkey(
+            db, actor(request, viewer), credential, fields.get("name")
         )
+        viewer, passkey = added.viewer, added.passkey
         return section(
             request,
             db,
@@ -338,7 +289,7 @@ class AccountController(Controller):
     ) -> Template:
         raw = field(data, "name")
         try:
-            passkey = account.rename_passkey(db, client(request), viewer, passkey_id, raw)
+            passkey = account.rename_passkey(db, actor(request, viewer), passkey_id, raw)
         except Refused as refusal:
             if refusal.status_code != 422:
                 raise
@@ -366,16 +317,12 @@ class AccountController(Controller):
         self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
         try:
-            account.check_removal(db, viewer, passkey_id)
+            step = account.removal_step(db, actor(request, viewer), passkey_id)
         except Refused as refusal:
             if refusal.status_code != 409:
                 raise
             return conflict(request, db, viewer, "passkeys", refusal, pk_refused=passkey_id)
-        count = passkey_count(db, viewer.user.pk)
-        db.rollback()
-        if twofactor.removal_needs_confirmation(
-            viewer.user, viewer.session, count, *window(request)
-        ):  # the question and "Confirm it's you" as one step: its assertion removes
+        if step.step == account.STEP_UP:  # the question and "Confirm it's you" as one step
             return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
         return section(request, db, viewer, "passkeys", pk_confirming=passkey_id)
 
@@ -384,20 +331,14 @@ class AccountController(Controller):
         self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Template:
         try:
-            account.check_removal(db, viewer, passkey_id)  # refuse at once, before a ceremony
-            count = passkey_count(db, viewer.user.pk)
-            now, seconds = window(request)
-            decision = twofactor.can_remove_passkey_now(
-                viewer.user, viewer.session, count, now, seconds
-            )
-            if decision.code == twofactor.REAUTH_REQUIRED:
-                db.rollback()
-                return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
-            account.remove_passkey(db, client(request), viewer, passkey_id)
+            done = account.remove_passkey(db, actor(request, viewer), passkey_id)
         except Refused as refusal:
             if refusal.status_code != 409:
                 raise
             return conflict(request, db, viewer, "passkeys", refusal, pk_refused=passkey_id)
+        if isinstance(done, account.AskFirst):  # not lately: "Confirm it's you" removes
+            return section(request, db, viewer, "passkeys", pk_step_up=passkey_id)
+        viewer = done.viewer
         return removed(request, db, viewer)
 
     @post("/passkeys/{passkey_id:int}/remove/start", sync_to_thread=True, opt=JSON)
@@ -405,26 +346,15 @@ class AccountController(Controller):
         self, request: Request, db: DB, viewer: Current, passkey_id: FromPath[int]
     ) -> Response:
         rate_limit(request, "ceremony")
-        account.check_removal(db, viewer, passkey_id)
-        options = passkeys.start_authentication(
-            db,
-            settings_of(request),
-            binding=viewer.session.token_hash,
-            session_id=viewer.session.id,
-            purpose="remove-passkey",
-            user=viewer.user,
-            allow=passkeys_of(db, viewer.user.pk),
-            data={"passkey_id": passkey_id},
+        return ceremony_options(
+            account.start_remove_passkey(db, actor(request, viewer), passkey_id)
         )
-        db.commit()
-        return ceremony_options(options)
 
     @post("/passkeys/remove/finish", sync_to_thread=True, opt=JSON)
     def remove_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, _ = ceremony.read_credential(body)
-        token = account.remove_passkey_after_step_up(
-            db, settings_of(request), client(request), viewer, credential
-        )
+        done = account.finish_remove_passkey(db, actor(request, viewer), credential)
+        viewer, token = done.viewer, done.token
         return removed(request, db, viewer, token=token)
 
     # ---- Recovery codes --------------------------------------------------------------
@@ -434,16 +364,14 @@ class AccountController(Controller):
         self, request: Request, db: DB, viewer: Current, codes_version: FromQuery[str | None] = None
     ) -> Template:
         """The question first: "Your current codes will stop working." (SPEC §4.1b)."""
+        seen = codes_version[:32] if codes_version is not None else None
         try:
-            account.require(twofactor.can_regenerate_codes(viewer.user))
-            if codes_version is not None:
-                account.check_codes_version(db, viewer, codes_version[:32])
+            asks = account.regenerate_question(db, actor(request, viewer), seen)
         except Refused as refusal:
             if refusal.status_code != 409:
                 raise
             return conflict(request, db, viewer, "recovery-codes", refusal)
-        remaining = recovery_codes_remaining(db, viewer.user.pk)
-        mode = "confirm" if twofactor.regenerating_asks_first(remaining) else "view"
+        mode = "confirm" if asks else "view"
         return section(request, db, viewer, "recovery-codes", rc_mode=mode)
 
     @post("/recovery-codes/regenerate", sync_to_thread=True)
@@ -452,23 +380,15 @@ class AccountController(Controller):
         when this session hasn't authenticated lately, then the new codes, once."""
         fields = form_fields(body)
         seen, confirmed = fields.get("codes_version"), fields.get("confirmed") == "yes"
-        try:
-            account.require(twofactor.can_regenerate_codes(viewer.user))
-            if seen is not None:  # our pages always say which codes they show
-                account.check_codes_version(db, viewer, seen)
-            remaining = recovery_codes_remaining(db, viewer.user.pk)
-            if twofactor.regenerating_asks_first(remaining) and not confirmed:
-                return section(request, db, viewer, "recovery-codes", rc_mode="confirm")
-            now, seconds = window(request)
-            decision = twofactor.can_regenerate_codes_now(viewer.user, viewer.session, now, seconds)
-            if decision.code == twofactor.REAUTH_REQUIRED:
-                return section(request, db, viewer, "recovery-codes", rc_mode="step-up")
-            account.require(decision)
-            codes = account.regenerate_codes(db, client(request), viewer, seen)
+        try:  # our pages always say which codes they show (`seen`)
+            done = account.regenerate_codes(db, actor(request, viewer), seen, confirmed=confirmed)
         except Refused as refusal:
             if refusal.status_code != 409:
                 raise
             return conflict(request, db, viewer, "recovery-codes", refusal)
+        if isinstance(done, account.AskFirst):  # the question, or "Confirm it's you"
+            return section(request, db, viewer, "recovery-codes", rc_mode=done.step)
+        viewer, codes = done.viewer, done.codes
         return section(
             request, db, viewer, "recovery-codes", rc_mode="codes", codes=codes, trigger=CHANGED
         )
@@ -477,34 +397,17 @@ class AccountController(Controller):
     def regenerate_start(
         self, request: Request, db: DB, viewer: Current, body: RawBody
     ) -> Response:
-        account.require(twofactor.can_regenerate_codes(viewer.user))
         seen = ceremony.read_json(body).get("codes_version") if body else None
-        if seen is not None and not isinstance(seen, str):
-            raise Refused(400, "The request could not be understood.")
-        if seen is not None:  # the step-up began on a page showing these codes
-            account.check_codes_version(db, viewer, seen)
         rate_limit(request, "ceremony")
-        options = passkeys.start_authentication(
-            db,
-            settings_of(request),
-            binding=viewer.session.token_hash,
-            session_id=viewer.session.id,
-            purpose="recovery-codes",
-            user=viewer.user,
-            allow=passkeys_of(db, viewer.user.pk),
-            data={"codes_version": seen},
-        )
-        db.commit()
-        return ceremony_options(options)
+        return ceremony_options(account.start_regenerate_codes(db, actor(request, viewer), seen))
 
     @post("/recovery-codes/finish", sync_to_thread=True, opt=JSON)
     def regenerate_finish(
         self, request: Request, db: DB, viewer: Current, body: RawBody
     ) -> Template:
         credential, _ = ceremony.read_credential(body)
-        token, codes = account.regenerate_codes_after_step_up(
-            db, settings_of(request), client(request), viewer, credential
-        )
+        done = account.finish_regenerate_codes(db, actor(request, viewer), credential)
+        viewer, token, codes = done.viewer, done.token, done.codes
         return section(
             request,
             db,
@@ -535,23 +438,18 @@ class AccountController(Controller):
         """The password confirmation (no passkey on the account); works without JavaScript.
         Regeneration goes on at once; adding a passkey is offered again."""
         then = account.confirm_target(field(data, "then"))
-        # what the action refuses anyway is refused before a password is checked
-        count = passkey_count(db, viewer.user.pk)
-        account.require(twofactor.can_confirm_for(then, viewer.user, count))
+        password = field(data, "password")
         try:
-            token = account.confirm_with_password(
-                db, client(request), viewer, field(data, "password")
-            )
+            done = account.confirm_with_password(db, actor(request, viewer), then, password)
         except Refused as refusal:
             if refusal.status_code != 422:
                 raise
-            db.rollback()
             state = {"rc_mode": "step-up"} if then == "recovery-codes" else {"confirm_in": then}
             return section(
                 request, db, viewer, then, status=422, confirm_error=str(refusal.detail), **state
             )
+        viewer, token, codes = done.viewer, done.token, done.codes
         if then == "recovery-codes":
-            codes = account.regenerate_codes(db, client(request), viewer)
             return section(
                 request,
                 db,
@@ -562,39 +460,23 @@ class AccountController(Controller):
                 trigger=CHANGED,
                 token=token,
             )
-        db.commit()
         return self._confirmed(request, db, viewer, then, token)
 
     @post("/confirm/start", sync_to_thread=True, opt=JSON)
     def confirm_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
         then = account.confirm_target(ceremony.read_json(body).get("then"))
-        existing = passkeys_of(db, viewer.user.pk)
-        account.require(twofactor.can_confirm_with_passkey(len(existing)))
-        options = passkeys.start_authentication(
-            db,
-            settings_of(request),
-            binding=viewer.session.token_hash,
-            session_id=viewer.session.id,
-            purpose="reauth",
-            user=viewer.user,
-            allow=existing,  # only this account's own passkeys can answer
-            data={"then": then},
-        )
-        db.commit()
-        return ceremony_options(options)
+        return ceremony_options(account.start_confirm(db, actor(request, viewer), then))
 
     @post("/confirm/finish", sync_to_thread=True, opt=JSON)
     def confirm_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, fields = ceremony.read_credential(body)
         then = account.confirm_target(fields.get("then"))
-        token = account.confirm_with_passkey(
-            db, settings_of(request), client(request), viewer, credential
-        )
-        return self._confirmed(request, db, viewer, then, token)
+        done = account.finish_confirm(db, actor(request, viewer), credential)
+        return self._confirmed(request, db, done.viewer, then, done.token)
 
     def _confirmed(
-        self, request: Request, db: Session, viewer: sessions.Viewer, then: str, token: str
+        self, request: Request, db: Session, viewer: sessions.Viewer, then: str, token: str | None
     ) -> Template:
         """After confirming: the action is offered again (a new ceremony needs a new press)."""
         state: dict[str, Any] = {"notice": "Thanks, that's confirmed. You can go on now."}
@@ -606,19 +488,13 @@ class AccountController(Controller):
 
     # ---- Password (SPEC §5.7) ---------------------------------------------------------
 
-    def _password_needs_confirm(self, request: Request, db: Session, viewer: Current) -> bool:
-        now, seconds = window(request)
-        keys = passkey_count(db, viewer.user.pk)
-        decision = twofactor.can_change_password_now(viewer.session, keys, now, seconds)
-        return decision.code == twofactor.REAUTH_REQUIRED
-
     @get("/password", sync_to_thread=True)
     def password_section(self, request: Request, db: DB, viewer: Current) -> Template:
         return section(request, db, viewer, "password")
 
     @get("/password/change", sync_to_thread=True)
     def password_form(self, request: Request, db: DB, viewer: Current) -> Template:
-        if self._password_needs_confirm(request, db, viewer):
+        if password_change.needs_confirmation(db, actor(request, viewer)):
             return section(request, db, viewer, "password", confirm_in="password")
         return section(request, db, viewer, "password", pw_mode="change")
 
@@ -626,15 +502,12 @@ class AccountController(Controller):
     def change_password(
         self, request: Request, db: DB, viewer: Current, data: URLEncodedBody[dict[str, Any]]
     ) -> Template:
-        if self._password_needs_confirm(request, db, viewer):
+        if password_change.needs_confirmation(db, actor(request, viewer)):
             return section(request, db, viewer, "password", confirm_in="password")
         current, new = field(data, "current_password"), field(data, "new_password")
         try:
-            token = password_change.change_password(
-                db, settings_of(request), client(request), viewer, current, new
-            )
+            changed = password_change.change_password(db, actor(request, viewer), current, new)
         except password_change.PasswordRefused as refusal:
-            db.rollback()
             return section(
                 request,
                 db,
@@ -645,6 +518,7 @@ class AccountController(Controller):
                 pw_error=str(refusal.detail),
                 pw_error_field=refusal.field,
             )
+        viewer, token = changed.viewer, changed.token
         return section(
             request,
             db,
@@ -661,11 +535,11 @@ class AccountController(Controller):
     def revoke(
         self, request: Request, db: DB, viewer: Current, session_id: FromPath[int]
     ) -> Template:
-        account.revoke_session(db, client(request), viewer, session_id)
+        account.revoke_session(db, actor(request, viewer), session_id)
         return section(request, db, viewer, "sessions", notice="That session was signed out.")
 
     @post("/sessions/revoke-others", sync_to_thread=True)
     def revoke_others(self, request: Request, db: DB, viewer: Current) -> Template:
-        ended = account.revoke_other_sessions(db, client(request), viewer)
+        ended = account.revoke_other_sessions(db, actor(request, viewer))
         notice = f"Signed out of {ended} other session{'s' if ended != 1 else ''}."
         return section(request, db, viewer, "sessions", notice=notice, trigger=CHANGED)

@@ -22,6 +22,8 @@ DB = NamedDependency[Session]
 Current = NamedDependency[sessions.Viewer]
 """The signed-in person (web.sessions.provide_viewer / provide_pending)."""
 NO_STORE = {"Cache-Control": "no-store", "Vary": "HX-Request"}
+JSON = {"body": "json"}
+"""The `opt` of a route whose body is JSON (the passkey ceremonies)."""
 
 
 def wants_partial(request: Request) -> bool:
@@ -81,6 +83,11 @@ def settings_of(request: Request) -> Settings:
 
 def client(request: Request) -> ClientInfo:
     return client_info(request)
+
+
+def actor(request: Request, viewer: sessions.Viewer) -> sessions.Actor:
+    """Who asks (what the services of web.account and web.signin are given)."""
+    return sessions.Actor(viewer.user, viewer.session, settings_of(request), client(request))
 
 
 def login_binding(request: Request) -> str:

@@ -11,14 +11,15 @@ from litestar.params import FromQuery, RawBody, URLEncodedBody
 from litestar.response import Template
 
 from models import User, utcnow
-from models.passkey import passkey_count, passkeys_of
-from models.user import user_by_handle
-from web import account, ceremony, passkeys, sessions, signin, twofactor
+from models.passkey import passkeys_of
+from web import ceremony, sessions, signin, twofactor
 from web.errors import Refused
 from web.routes.common import (
     DB,
     HOME,
+    JSON,
     Current,
+    actor,
     client,
     field,
     login_binding,
@@ -30,8 +31,6 @@ from web.routes.common import (
 )
 from web.tokens import digest, new_token
 from web.views import accepted_credentials, codes_download, default_passkey_name, site_of
-
-JSON = {"body": "json"}
 
 
 def login_page(
@@ -113,7 +112,9 @@ class LoginController(Controller):
         token = sessions.token_of(request)
         existed = sessions.names_a_session(db, token)
         viewer = sessions.load(request, db)
-        if viewer is not None and viewer.session.state == "full":
+        if viewer is not None and viewer.session.state == "full":  # signed in already
+            if not twofactor.session_meets_rules(viewer.user, viewer.session, utcnow()):
+                return redirect(request, "/login/2fa")  # 2FA became effective meanwhile
             return redirect(request, safe_return_to(return_to))
         notice = ""
         if token and viewer is None:  # the cookie names a session that is no more
@@ -133,14 +134,10 @@ class LoginController(Controller):
         return_to = safe_return_to(field(data, "return_to"))
         try:
             rate_limit(request, "sign-in")
-            outcome = signin.password_sign_in(
-                db,
-                settings_of(request),
-                client(request),
-                username.strip(),
-                password,
-                replaces=sessions.token_of(request),
+            visitor = signin.Visitor(
+                settings_of(request), client(request), replaces=sessions.token_of(request)
             )
+            outcome = signin.password_sign_in(db, visitor, username.strip(), password)
         except Refused as refusal:
             return login_page(
                 request,
@@ -160,15 +157,7 @@ class LoginController(Controller):
     def passkey_start(self, request: Request, db: DB) -> Response:
         rate_limit(request, "ceremony")
         nonce = request.cookies.get(settings_of(request).ceremony_cookie) or new_token()
-        options = passkeys.start_authentication(
-            db,
-            settings_of(request),
-            binding=digest(nonce),
-            session_id=None,
-            purpose="login",
-            require_uv=True,
-        )
-        db.commit()
+        options = signin.start_passkey_sign_in(db, settings_of(request), digest(nonce))
         response = Response(options, status_code=200, headers={"Cache-Control": "no-store"})
         response.set_cookie(
             settings_of(request).ceremony_cookie,
@@ -184,21 +173,17 @@ class LoginController(Controller):
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
     def passkey_finish(self, request: Request, db: DB, body: RawBody) -> Response | Template:
         credential, fields = ceremony.read_credential(body)
-        completed = signin.passkey_sign_in(
-            db,
+        visitor = signin.Visitor(
             settings_of(request),
             client(request),
-            credential,
-            login_binding(request),
+            binding=login_binding(request),
             replaces=sessions.token_of(request),
         )
+        completed = signin.finish_passkey_sign_in(db, visitor, credential)
         if completed.codes:  # 2FA came on without codes: shown once, in place of this card
             return codes_once(request, completed, return_to_of(fields), root_id="sign-in")
         response = redirect(request, return_to_of(fields), token=completed.token)
-        handle = passkeys.user_handle_of(credential)  # verified: it names the owner
-        return with_accepted_credentials(
-            request, db, response, user_by_handle(db, handle) if handle else None
-        )
+        return with_accepted_credentials(request, db, response, completed.user)
 
 
 def with_accepted_credentials(
@@ -256,16 +241,12 @@ class SecondFactorController(Controller):
         status: int = 200,
         headers: dict[str, str] | None = None,
     ) -> Template:
-        count = passkey_count(db, viewer.user.pk)
-        enroll = twofactor.needs_enrollment_at_login(viewer.user, count)
-        may_enroll = twofactor.can_enroll_at_login(
-            viewer.user, viewer.session, count, utcnow(), settings_of(request).reauth_seconds
-        )
+        step = signin.second_factor_step(db, actor(request, viewer))
         context = {
-            "admin_required": viewer.session.partial_reason == "admin-required",
-            "enroll": enroll,
+            "admin_required": viewer.session.partial_reason == twofactor.ADMIN_REQUIRED,
+            "enroll": step != "",
             # a demoted or stale session enters the password before registering a passkey
-            "enroll_password_first": enroll and may_enroll.code == twofactor.REAUTH_REQUIRED,
+            "enroll_password_first": step == "password",
             "default_passkey_name": default_passkey_name(request.headers.get("user-agent", "")),
             "error": error,
             "return_to": return_to,
@@ -298,9 +279,7 @@ class SecondFactorController(Controller):
         return_to = safe_return_to(field(data, "return_to"))
         try:
             rate_limit(request, "sign-in")
-            completed = signin.second_factor_code(
-                db, settings_of(request), client(request), viewer, code
-            )
+            completed = signin.second_factor_code(db, actor(request, viewer), code)
         except Refused as refusal:
             return self._refused(request, db, viewer, refusal, return_to)
         return finished(request, completed, return_to)
@@ -313,9 +292,8 @@ class SecondFactorController(Controller):
         return_to = safe_return_to(field(data, "return_to"))
         try:
             rate_limit(request, "sign-in")
-            token = signin.confirm_password_at_login(
-                db, client(request), viewer, field(data, "password")
-            )
+            password = field(data, "password")
+            token = signin.confirm_password_at_login(db, actor(request, viewer), password)
         except Refused as refusal:
             return self._refused(request, db, viewer, refusal, return_to)
         target = "/login/2fa" + (f"?return_to={quote(return_to)}" if return_to != HOME else "")
@@ -324,20 +302,7 @@ class SecondFactorController(Controller):
     @post("/passkey/start", sync_to_thread=True, opt=JSON)
     def passkey_start(self, request: Request, db: DB, viewer: Current) -> Response:
         rate_limit(request, "ceremony")
-        allow = passkeys_of(db, viewer.user.pk)
-        decision = twofactor.can_verify_second_factor(len(allow))
-        if not decision.allowed:
-            raise Refused(decision.status, decision.message)
-        options = passkeys.start_authentication(
-            db,
-            settings_of(request),
-            binding=viewer.session.token_hash,
-            session_id=viewer.session.id,
-            purpose="second-factor",
-            user=viewer.user,
-            allow=allow,
-        )
-        db.commit()
+        options = signin.start_second_factor(db, actor(request, viewer))
         return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
 
     @post("/passkey/finish", sync_to_thread=True, opt=JSON)
@@ -345,41 +310,25 @@ class SecondFactorController(Controller):
         self, request: Request, db: DB, viewer: Current, body: RawBody
     ) -> Response | Template:
         credential, fields = ceremony.read_credential(body)
-        completed = signin.second_factor_passkey(
-            db, settings_of(request), client(request), viewer, credential
-        )
+        completed = signin.finish_second_factor(db, actor(request, viewer), credential)
         if completed.codes:  # 2FA came on without codes: shown once before going on
             return codes_once(request, completed, return_to_of(fields))
         response = redirect(request, return_to_of(fields), token=completed.token)
-        return with_accepted_credentials(request, db, response, viewer.user)
+        return with_accepted_credentials(request, db, response, completed.user)
 
     @post("/enroll/start", sync_to_thread=True, opt=JSON)
     def enroll_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
         rate_limit(request, "ceremony")
-        name = account.clean_name(ceremony.read_json(body).get("name"))
-        user = signin.refuse_if_locked(db, viewer)
-        signin.check_enroll_at_login(db, settings_of(request), user, viewer.session)
-        options = passkeys.start_registration(
-            db,
-            settings_of(request),
-            viewer.user,
-            [],
-            binding=viewer.session.token_hash,
-            session_id=viewer.session.id,
-            purpose="enroll-at-login",
-            data={"name": name},
-        )
-        db.commit()
+        name = ceremony.read_json(body).get("name")
+        options = signin.start_enroll_at_login(db, actor(request, viewer), name)
         return Response(options, status_code=200, headers={"Cache-Control": "no-store"})
 
     @post("/enroll/finish", sync_to_thread=True, opt=JSON)
     def enroll_finish(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Template:
         credential, fields = ceremony.read_credential(body)
-        name = account.clean_name(fields.get("name"))
-        token, codes = signin.enroll_at_login(
-            db, settings_of(request), client(request), viewer, credential, name
+        completed = signin.finish_enroll_at_login(
+            db, actor(request, viewer), credential, fields.get("name")
         )
-        completed = signin.Completed(token, codes, viewer.user.username)
         return codes_once(
             request,
             completed,
@@ -391,10 +340,7 @@ class SecondFactorController(Controller):
 @post("/logout", sync_to_thread=True)
 def logout(request: Request, db: DB) -> Response:
     viewer = sessions.load(request, db)
-    if viewer is not None:
-        sessions.record_incomplete(db, [viewer.session])
-        sessions.end_session(db, viewer.session.pk)
-        db.commit()
+    signin.sign_out(db, viewer.session if viewer is not None else None)
     response = redirect(request, "/login")
     sessions.clear_cookie(response, settings_of(request))
     return response
