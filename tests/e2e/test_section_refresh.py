@@ -8,9 +8,16 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Locator, Page, Request, expect
 
-from tests.e2e.conftest import add_authenticator, add_passkey, make_stale, sign_in
+from tests.e2e.conftest import (
+    Authenticator,
+    Server,
+    add_authenticator,
+    add_passkey,
+    make_stale,
+    sign_in,
+)
 
 SECTION = re.compile(r"^/account/[a-z-]+$")  # a section's own URL, not a step's
 
@@ -28,7 +35,7 @@ def record_section_requests(page: Page) -> list[str]:
     return seen
 
 
-def two_passkeys(page: Page, server, authenticator) -> str:  # type: ignore[no-untyped-def]
+def two_passkeys(page: Page, server: Server, authenticator: Authenticator) -> str:
     username = server.create_user()
     sign_in(page, server, username)
     expect(page.get_by_role("heading", name="Account security")).to_be_visible()
@@ -41,7 +48,7 @@ def two_passkeys(page: Page, server, authenticator) -> str:  # type: ignore[no-u
     return username
 
 
-def row_action(page: Page, name: str, action: str):  # type: ignore[no-untyped-def]
+def row_action(page: Page, name: str, action: str) -> Locator:
     row = page.locator("#passkeys li.item").filter(has_text=name)
     return row.get_by_role("link", name=action)
 

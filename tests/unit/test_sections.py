@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from httpx import Response
 from sqlalchemy import event
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models import AuthSession, User, utcnow
 from tests.softauthn import SoftAuthenticator
@@ -30,7 +31,7 @@ def statements(database: Database) -> Iterator[list[str]]:
     """The SQL statements run on the database's engines while the block runs."""
     seen: list[str] = []
 
-    def before(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+    def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         seen.append(" ".join(statement.split()))
 
     engines = {database.read, database.write}
@@ -60,7 +61,7 @@ def facts_of(db: Session, settings: Settings) -> sections.Facts:
     """The Facts of alice's newest session, her row and that session loaded beforehand."""
     user = db.exec(select(User).where(User.username_key == "alice")).one()
     session = db.exec(
-        select(AuthSession).where(AuthSession.user_id == user.id).order_by(AuthSession.id)  # type: ignore[arg-type]
+        select(AuthSession).where(AuthSession.user_id == user.id).order_by(col(AuthSession.id))
     ).first()
     assert session is not None
     return sections.Facts(db, settings, Viewer(user, session), BROWSER)
@@ -180,7 +181,7 @@ def test_no_change_refreshes_the_section_that_answers_it():
             assert header == ", ".join(f"refresh-{s}" for s in affected if s != name)
 
 
-def trigger(response) -> list[str]:  # type: ignore[no-untyped-def]
+def trigger(response: Response) -> list[str]:
     return [name.strip() for name in response.headers.get("hx-trigger", "").split(",") if name]
 
 
