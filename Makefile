@@ -61,10 +61,11 @@ bench: install
 	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m bench.run
 
-## profile: where a signed-in GET /account spends its CPU (ROUTE=second-factor|passkey too)
+## profile: where a signed-in GET /account spends its CPU (ROUTE=second-factor|passkey too; ROUTE=section SECTION=activity: one section partial)
 ROUTE ?= account
+SECTION ?= activity
 profile: install
-	$(PY) -m bench.profile $(ROUTE) --cprofile
+	$(PY) -m bench.profile $(ROUTE) --section $(SECTION) --cprofile
 
 ## typecheck: mypy over web/ and models/ (settings in pyproject.toml)
 typecheck: install

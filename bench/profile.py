@@ -1,4 +1,5 @@
-"""Profile one route: `python -m bench.profile account|second-factor|passkey`.
+"""Profile one route: `python -m bench.profile account|section|second-factor|passkey`
+(`section`: one account section as htmx asks for it, `--section activity` by default).
 
 Three views of where a request's time goes:
 
@@ -49,9 +50,16 @@ from web.db import connect, upgrade
 from web.settings import Settings
 
 ORIGIN = "http://localhost:8000"
+HTMX = {"HX-Request": "true"}  # a section alone, as htmx asks for it
 
 
-def count_statements(url: str, route: str, requests: int = 50) -> dict[str, tuple[float, float]]:
+def page_path(route: str, section: str) -> str:
+    return f"/account/{section}" if route == "section" else "/account"
+
+
+def count_statements(
+    url: str, route: str, requests: int = 50, section: str = "activity"
+) -> dict[str, tuple[float, float]]:
     """SQL statements per request of `route`, in-process."""
     population = seed(url, 10)
     population.authenticator.origin = ORIGIN
@@ -76,9 +84,9 @@ def count_statements(url: str, route: str, requests: int = 50) -> dict[str, tupl
     auth = population.authenticator
     with TestClient(create_app(settings, database), base_url=ORIGIN) as client:
         calls = []
-        if route == "account":
+        if route in ("account", "section"):
             cookie = f"barycenter_session={population.account_token}"
-            calls = [("GET", "/account", None, cookie)] * requests
+            calls = [("GET", page_path(route, section), None, cookie)] * requests
         elif route == "second-factor":
             pairs = partial_sessions(url, population.active, requests)
             for i, (token, user) in enumerate(pairs):
@@ -109,7 +117,12 @@ def count_statements(url: str, route: str, requests: int = 50) -> dict[str, tupl
                 method,
                 path,
                 content=body,
-                headers={**headers, "Cookie": cookie, "Content-Type": "application/json"},
+                headers={
+                    **headers,
+                    **(HTMX if route == "section" else {}),
+                    "Cookie": cookie,
+                    "Content-Type": "application/json",
+                },
             )
             if not 200 <= response.status_code < 300:
                 raise SystemExit(f"{path}: {response.status_code} {response.text[:300]}")
@@ -135,6 +148,7 @@ def cpu_per_request(
     users: int = 10,
     requests: int = 300,
     profiler: cProfile.Profile | None = None,
+    section: str = "activity",
 ) -> tuple[float, float]:
     """(CPU ms of /healthz, CPU ms of `route`) per request: the app called as ASGI in this
     process with every handler inline, timed with process_time (so other work on the
@@ -155,6 +169,8 @@ def cpu_per_request(
             "cookie": f"barycenter_csrf={csrf}; {cookie}",
             "content-length": str(len(body)),
         }
+        if route == "section" and path.startswith("/account/"):
+            headers["hx-request"] = "true"
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -184,9 +200,9 @@ def cpu_per_request(
         return b"".join(m.get("body", b"") for m in sent[1:])
 
     async def prepare() -> list[tuple[str, str, str, bytes]]:
-        if route == "account":
+        if route in ("account", "section"):
             cookie = f"barycenter_session={population.account_token}"
-            return [("GET", "/account", cookie, b"")] * (requests + 30)
+            return [("GET", page_path(route, section), cookie, b"")] * (requests + 30)
         calls = []
         auth = population.authenticator
         if route == "second-factor":
@@ -307,7 +323,8 @@ def sample(url: str, route: str, users: int, seconds: float, top: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    p.add_argument("route", choices=["account", "second-factor", "passkey"])
+    p.add_argument("route", choices=["account", "section", "second-factor", "passkey"])
+    p.add_argument("--section", default="activity", help="the section of route `section`")
     p.add_argument("--users", type=int, default=10, help="population of views 0 and 2")
     p.add_argument("--cpu-only", action="store_true", help="only view 0")
     p.add_argument("--seconds", type=float, default=10)
@@ -320,16 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with temporary_database(None) as url:
         upgrade(url)
-        healthz, cpu = cpu_per_request(url, args.route, args.users)
+        healthz, cpu = cpu_per_request(url, args.route, args.users, section=args.section)
+    name = page_path(args.route, args.section) if args.route == "section" else args.route
     print(
         f"CPU per request in one process (handlers inline, {args.users:,} users): /healthz "
-        f"{healthz:.3f} ms, {args.route} {cpu:.3f} ms, ratio {healthz / cpu:.1%}"
+        f"{healthz:.3f} ms, {name} {cpu:.3f} ms, ratio {healthz / cpu:.1%}"
     )
     if args.cprofile:
         profiler = cProfile.Profile()
         with temporary_database(None) as url:
             upgrade(url)
-            cpu_per_request(url, args.route, args.users, profiler=profiler)
+            cpu_per_request(url, args.route, args.users, profiler=profiler, section=args.section)
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out).strip_dirs()
         stats.sort_stats("cumulative").print_stats(args.top)
@@ -340,11 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     with temporary_database(None) as url:
         upgrade(url)
-        per_request = count_statements(url, args.route)
+        per_request = count_statements(url, args.route, section=args.section)
     print("SQL statements per request (count, mean ms):")
     for sql, (n, ms) in sorted(per_request.items(), key=lambda item: -item[1][0] * item[1][1]):
         print(f"  {n:5.2f} {ms:7.3f}  {sql}")
     print()
+    if args.route == "section":
+        return 0  # (the sampling view loads the whole page)
     with temporary_database(None) as url:
         print(sample(url, args.route, args.users, args.seconds, args.top))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -76,11 +77,35 @@ def on_record(db: Session, user_id: int) -> int:
 def version(db: Session, user_id: int) -> str:
     """Which set of codes the user has ("0" for none): a digest of their salted hashes, new
     with every issue (ids may be reused). Steps carry it to notice codes changed meanwhile."""
-    hashes = db.exec(
-        select(RecoveryCode.code_hash)
-        .where(col(RecoveryCode.user_id) == user_id)
-        .order_by(col(RecoveryCode.code_hash))
-    ).all()
+    hashes = db.exec(select(RecoveryCode.code_hash).where(col(RecoveryCode.user_id) == user_id))
+    return _version(list(hashes))
+
+
+def _version(hashes: list[str]) -> str:
+    # sorted here, not by the database: its collation must not change the digest
     if not hashes:
         return "0"
-    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The user's codes as the account page shows them."""
+
+    on_record: int
+    remaining: int
+    version: str
+
+
+NONE = Summary(0, 0, "0")
+
+
+def summary(db: Session, user_id: int) -> Summary:
+    """How many codes are on record, how many are unused, and their `version`: one query."""
+    rows = db.exec(
+        select(RecoveryCode.code_hash, RecoveryCode.used_at).where(
+            col(RecoveryCode.user_id) == user_id
+        )
+    ).all()
+    remaining = sum(1 for _, used_at in rows if used_at is None)
+    return Summary(len(rows), remaining, _version([code_hash for code_hash, _ in rows]))

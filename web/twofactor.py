@@ -147,6 +147,44 @@ def status_words(user: UserFlags, now: datetime | None = None) -> str:
     return "On" if user.user_2fa_enabled else "Off"
 
 
+@dataclass(frozen=True)
+class CardState:
+    """The two-factor card at rest: its status badge (`kind`: "required", "on" or "off",
+    the badge's style; `words`) and the sentence under it (`explanation`)."""
+
+    kind: str
+    words: str
+    explanation: str
+
+
+CONFIRM_EACH_SIGN_IN = "You confirm each password sign-in with a passkey or a recovery code."
+
+
+def card_state(user: UserFlags, now: datetime | None = None) -> CardState:
+    """What the two-factor card says at rest (SPEC §4): required by the administrator, on,
+    off with a pending requirement (the badge is the user's own, "Off"), or off."""
+    words = status_words(user, now)
+    if requirement_in_force(user, now):
+        also = ", and you have also turned it on yourself" if user.user_2fa_enabled else ""
+        why = f"Your administrator requires two-factor authentication{also}."
+        return CardState("required", words, f"{why} {CONFIRM_EACH_SIGN_IN}")
+    if user.user_2fa_enabled:
+        return CardState("on", words, CONFIRM_EACH_SIGN_IN)
+    if requirement_pending(user, now):
+        return CardState(
+            "off",
+            words,
+            "Turn it on before then: from that time on, each password sign-in will need a "
+            "passkey or a recovery code, and you'll be asked to set it up when you next sign in.",
+        )
+    return CardState(
+        "off",
+        words,
+        "Add a second step to password sign-ins: a passkey on your device, with recovery "
+        "codes as a backup.",
+    )
+
+
 ALREADY_REQUIRED = "Your administrator already requires two-factor authentication."
 
 

@@ -9,14 +9,11 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlmodel import Session
 from ua_parser import parse_os, parse_user_agent
 from webauthn.helpers import bytes_to_base64url
 
 from models import AuthSession, Passkey, SecurityEvent, User, utcnow
-from models.passkey import passkeys_of
-from models.recovery import recovery_codes_remaining
-from web import events, recovery, sessions, twofactor
+from web import events, twofactor
 from web.addresses import mask
 from web.settings import Settings
 
@@ -211,18 +208,12 @@ def moment(value: datetime | None) -> Moment | None:
     return Moment(iso=twofactor.iso_utc(value), words=twofactor.date_words(value))
 
 
-def two_factor_view(
-    user: User,
-    passkey_count: int,
-    recovery_remaining: int,
-    codes_on_record: int = 10,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """The two-factor card's facts, all decided by web.twofactor."""
-    now = now or utcnow()
+def two_factor_status(user: User, now: datetime) -> dict[str, Any]:
+    """The two-factor facts that come from the user alone (no query): the card's state, the
+    requirement and its notice, which buttons it offers."""
     pending = twofactor.requirement_pending(user, now)
-    codes = twofactor.recovery_codes_state(user, codes_on_record, recovery_remaining)
     return {
+        "state": twofactor.card_state(user, now),
         "effective": twofactor.effective(user, now),
         "required": twofactor.requirement_in_force(user, now),
         "user_enabled": user.user_2fa_enabled,
@@ -236,17 +227,45 @@ def two_factor_view(
         "notice_label": twofactor.NOTICE_FROM,
         "can_enable": twofactor.shows_enable_button(user, now),
         "can_disable": twofactor.shows_disable_button(user),
+    }
+
+
+def two_factor_passkeys(passkey_count: int) -> dict[str, Any]:
+    """The two-factor facts that come from the number of passkeys."""
+    return {
         "has_passkeys": passkey_count > 0,
         # "Confirm it's you" asks with a passkey when there is one, else the password
         "confirm_method": twofactor.confirm_method(passkey_count),
         "passkeys_full": passkey_count >= twofactor.MAX_PASSKEYS,
         "max_passkeys": twofactor.MAX_PASSKEYS,
+    }
+
+
+def two_factor_codes(user: User, on_record: int, remaining: int) -> dict[str, Any]:
+    """The two-factor facts about recovery codes (all 0 while 2FA is off)."""
+    codes = twofactor.recovery_codes_state(user, on_record, remaining)
+    return {
         "shows_recovery": codes != "off",
         "recovery_state": codes,  # off | none | used | low | some
-        "recovery_remaining": recovery_remaining,
-        "recovery_total": codes_on_record,
+        "recovery_remaining": remaining,
+        "recovery_total": on_record,
         "recovery_low": codes == "low",
-        "regenerate_asks": twofactor.regenerating_asks_first(recovery_remaining),
+        "regenerate_asks": twofactor.regenerating_asks_first(remaining),
+    }
+
+
+def two_factor_view(
+    user: User,
+    passkey_count: int,
+    recovery_remaining: int,
+    codes_on_record: int = 10,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """All the two-factor facts at once (the /_design gallery), all decided by web.twofactor."""
+    return {
+        **two_factor_status(user, now or utcnow()),
+        **two_factor_passkeys(passkey_count),
+        **two_factor_codes(user, codes_on_record, recovery_remaining),
     }
 
 
@@ -302,34 +321,6 @@ def password_view(user: User) -> dict[str, str]:
         else "Not changed since the account was created",
         "notify_to": mask(user.email),
     }
-
-
-def account_context(
-    db: Session, settings: Settings, viewer: sessions.Viewer, user_agent: str, **state: Any
-) -> dict[str, Any]:
-    """Everything the account page and each of its sections render from."""
-    user = viewer.user
-    now = utcnow()
-    rows = passkeys_of(db, user.pk)
-    effective = twofactor.effective(user, now)
-    remaining = recovery_codes_remaining(db, user.pk) if effective else 0
-    on_record = recovery.on_record(db, user.pk) if effective else 0
-    live = [s for s in sessions.sessions_of(db, user.pk) if not sessions.is_expired(s, settings)]
-    context: dict[str, Any] = {
-        "user": user,
-        "display_name": user.display_name or user.username,
-        "passkeys": [passkey_view(p) for p in rows],
-        "two_factor": two_factor_view(user, len(rows), remaining, on_record, now),
-        # every page load tells the password manager which passkeys are current (Signal API)
-        "accepted": accepted_credentials(settings, user, rows),
-        "sessions": current_first([session_view(s, viewer.session.id) for s in live]),
-        "events": event_views(events.recent(db, user.pk)),
-        "default_passkey_name": default_passkey_name(user_agent, [p.name for p in rows]),
-        "password": password_view(user),
-    }
-    context["codes_version"] = recovery.version(db, user.pk) if effective else "0"
-    context["download"] = codes_download(user.username, site_of(settings), utcnow())
-    return {**context, **SECTION_STATE, **state}
 
 
 def current_first(views: list[SessionView]) -> list[SessionView]:

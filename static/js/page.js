@@ -1,8 +1,12 @@
 /* Barycenter page behaviour (progressive enhancement: everything works without it).
  *
- * - Sections refresh in the background ("account-changed") only when at rest: a section
- *   marked [data-open] (codes on screen, a rename form, a removal question, a
- *   confirmation) keeps its state; closing the step loads the fresh section anyway.
+ * - Sections refresh in the background ("refresh-<id>" events, named by the server's
+ *   HX-Trigger after a change elsewhere) only when at rest: a section marked [data-open]
+ *   (codes on screen, a rename form, a removal question, a confirmation) keeps its state;
+ *   closing the step loads the fresh section anyway.
+ * - After a swap the focus goes to the new content and its notice is announced; a refused
+ *   or failed htmx request puts its message in the alert region. The passkey shim asks for
+ *   the same focus after its own swaps: window.Barycenter.focusNew(element).
  * - After a full-page form post with an error, focus goes to the invalid field (or the
  *   alert), so the person notices it.
  * - <time datetime> shows the server's words in UTC; here it becomes the viewer's own
@@ -18,7 +22,8 @@
   }
 
   function isBackground(config) {
-    return !!(config && config.triggeringEvent && config.triggeringEvent.type === "account-changed");
+    const type = config && config.triggeringEvent && config.triggeringEvent.type;
+    return typeof type === "string" && type.indexOf("refresh-") === 0;
   }
 
   document.addEventListener("htmx:beforeRequest", function (event) {
@@ -42,18 +47,74 @@
     if (flash) flash.textContent = "";
   });
 
-  // A new ceremony or a refused htmx request: the older messages give way to the newer.
+  // A new ceremony: the older page-wide message gives way.
   document.addEventListener("click", function (event) {
     if (!event.target.closest("[data-passkey-action]")) return;
     const flash = document.querySelector("[data-flash]");
     if (flash) flash.textContent = "";
   });
 
-  document.addEventListener("htmx:responseError", function () {
+  // ---- after a swap: focus, announcement; errors into the alert region ---------------
+  // Focus after a swap: the LAST [data-focus] in the new content (a step's heading comes
+  // after the card's own heading, so the most specific one wins). A [data-focus] that is a
+  // container (the rename form) hands the focus to its first field.
+  const FIELD = "input:not([type=hidden]), select, textarea, button, a[href]";
+
+  // The polite live region: emptied first, so that the same notice twice is read twice.
+  function announce(message) {
+    const announcer = document.querySelector("[data-announcer]");
+    if (!announcer || !message) return;
+    announcer.textContent = "";
+    window.setTimeout(function () {
+      announcer.textContent = message;
+    }, 50);
+  }
+
+  function focusNew(element) {
+    if (!element) return;
+    const marks = element.querySelectorAll("[data-focus]");
+    let focus = marks.length ? marks[marks.length - 1] : null;
+    if (focus && !focus.matches(FIELD + ", [tabindex]")) focus = focus.querySelector(FIELD);
+    if (!focus) focus = element.querySelector(FIELD);
+    if (focus) focus.focus({ preventScroll: false });
+    const notice = element.querySelector('[role="status"]');
+    announce(notice ? notice.textContent : "");
+  }
+
+  window.Barycenter = Object.assign(window.Barycenter || {}, { focusNew: focusNew });
+
+  document.addEventListener("htmx:afterSettle", function (event) {
+    const flash = document.querySelector("[data-flash]");
+    if (flash) flash.textContent = "";
+    if (isBackground(event.detail.requestConfig)) return; // keep the focus where it is
+    const target = event.detail.target;
+    // htmx's target is the replaced element: find its successor by id
+    focusNew(target && target.id ? document.getElementById(target.id) : null);
+  });
+
+  // A refused htmx request: its message in the page-wide alert (older ceremony messages
+  // give way to it).
+  document.addEventListener("htmx:responseError", function (event) {
     document.querySelectorAll("[data-passkey-status]").forEach(function (status) {
       status.textContent = "";
       status.removeAttribute("data-kind");
     });
+    const flash = document.querySelector("[data-flash]");
+    const xhr = event.detail.xhr;
+    let message = "Something went wrong. Please try again.";
+    if (xhr && xhr.status < 500 && xhr.responseText && xhr.responseText.length < 500) {
+      message = xhr.responseText;
+    }
+    if (flash) {
+      flash.textContent = message;
+      flash.setAttribute("tabindex", "-1");
+      flash.focus();
+    }
+  });
+
+  document.addEventListener("htmx:sendError", function () {
+    const flash = document.querySelector("[data-flash]");
+    if (flash) flash.textContent = "The server could not be reached. Check your connection.";
   });
 
   // ---- focus after a full-page post with an error -----------------------------------

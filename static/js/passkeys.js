@@ -18,7 +18,6 @@
   "use strict";
 
   let controller = null;
-  let answering = null; // id of the section the answer being handled replaces (see below)
 
   // ---- encoding: the browser's own JSON helpers, with a small fallback --------------
   function b64urlToBuffer(value) {
@@ -130,16 +129,6 @@
     }
   }
 
-  // The polite live region: emptied first, so that the same notice twice is read twice.
-  function announce(message) {
-    const announcer = document.querySelector("[data-announcer]");
-    if (!announcer || !message) return;
-    announcer.textContent = "";
-    window.setTimeout(function () {
-      announcer.textContent = message;
-    }, 50);
-  }
-
   function csrfToken() {
     const meta = document.querySelector('meta[name="csrf-token"]');
     return meta ? meta.content : "";
@@ -229,16 +218,17 @@
     if (target && window.htmx) {
       window.htmx.swap(target, html, { swapStyle: "outerHTML" });
     }
+    // The other sections this change affected refresh themselves ("refresh-activity, …";
+    // the answered section is never among them).
     const trigger = response.headers.get("HX-Trigger");
     if (trigger && window.htmx) {
-      answering = target ? target.id : null; // that section is fresh already
       trigger.split(",").forEach(function (name) {
-        window.htmx.trigger(document.body, name.trim());
+        if (name.trim()) window.htmx.trigger(document.body, name.trim());
       });
-      answering = null;
     }
     const swapped = document.querySelector(button.dataset.target || "main");
-    focusNew(swapped);
+    // focus and announcement after a swap are page behaviour (static/js/page.js)
+    if (window.Barycenter && window.Barycenter.focusNew) window.Barycenter.focusNew(swapped);
     signalAccepted(swapped);
   }
 
@@ -332,23 +322,6 @@
     if (button) button.click();
   });
 
-  // ---- htmx glue: errors into the alert region, focus and announcements after swaps ----
-  // Focus after a swap: the LAST [data-focus] in the new content (a step's heading comes
-  // after the card's own heading, so the most specific one wins). A [data-focus] that is a
-  // container (the rename form) hands the focus to its first field.
-  const FIELD = "input:not([type=hidden]), select, textarea, button, a[href]";
-
-  function focusNew(element) {
-    if (!element) return;
-    const marks = element.querySelectorAll("[data-focus]");
-    let focus = marks.length ? marks[marks.length - 1] : null;
-    if (focus && !focus.matches(FIELD + ", [tabindex]")) focus = focus.querySelector(FIELD);
-    if (!focus) focus = element.querySelector(FIELD);
-    if (focus) focus.focus({ preventScroll: false });
-    const notice = element.querySelector('[role="status"]');
-    announce(notice ? notice.textContent : "");
-  }
-
   // ---- WebAuthn Signal API: keep password managers in step with our passkeys ----------
   // All best effort and feature-detected: browsers without the API simply skip it.
   function hasSignal(name) {
@@ -395,59 +368,9 @@
     });
   }
 
-  // Background refreshes: an answer that changes the account carries
-  // HX-Trigger: account-changed, and every section listening for it reloads itself. The
-  // section that the answer itself replaces is fresh already: its refresh is skipped, so
-  // its notice stays on screen and the focus is not lost with the replaced element.
-  function isBackground(detail) {
-    const config = detail && detail.requestConfig;
-    return !!(config && config.triggeringEvent && config.triggeringEvent.type === "account-changed");
-  }
-
-  document.addEventListener("htmx:beforeOnLoad", function (event) {
-    // htmx fires HX-Trigger events after this and before the swap
-    if (!isBackground(event.detail)) answering = event.detail.target ? event.detail.target.id : null;
-  });
-
-  document.addEventListener("htmx:afterOnLoad", function (event) {
-    if (!isBackground(event.detail)) answering = null;
-  });
-
-  document.addEventListener("htmx:beforeRequest", function (event) {
-    const target = event.detail.target;
-    if (answering && isBackground(event.detail) && target && target.id === answering) {
-      event.preventDefault();
-    }
-  });
-
-  document.addEventListener("htmx:afterSettle", function (event) {
+  // A removal's answer (or a refresh) may bring a [data-signal-accepted] marker.
+  document.addEventListener("htmx:afterSettle", function () {
     signalAccepted(document.getElementById("passkeys"));
-    const flash = document.querySelector("[data-flash]");
-    if (flash) flash.textContent = "";
-    const target = event.detail.target;
-    // htmx's target is the replaced element: find its successor by id
-    const fresh = target && target.id ? document.getElementById(target.id) : null;
-    if (isBackground(event.detail)) return; // background refresh: keep focus where it is
-    focusNew(fresh);
-  });
-
-  document.addEventListener("htmx:responseError", function (event) {
-    const flash = document.querySelector("[data-flash]");
-    const xhr = event.detail.xhr;
-    let message = "Something went wrong. Please try again.";
-    if (xhr && xhr.status < 500 && xhr.responseText && xhr.responseText.length < 500) {
-      message = xhr.responseText;
-    }
-    if (flash) {
-      flash.textContent = message;
-      flash.setAttribute("tabindex", "-1");
-      flash.focus();
-    }
-  });
-
-  document.addEventListener("htmx:sendError", function () {
-    const flash = document.querySelector("[data-flash]");
-    if (flash) flash.textContent = "The server could not be reached. Check your connection.";
   });
 
   // ---- passkey autofill on the login page (conditional mediation) ---------------------

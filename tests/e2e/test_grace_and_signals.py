@@ -76,7 +76,7 @@ def test_grace_period_notice_card_and_enable(page, server, authenticator):
     card(page).get_by_label("Passkey name").fill("Laptop")
     card(page).get_by_role("button", name="Register passkey and turn on").click()
     expect(card(page).get_by_role("heading", name="Save your recovery codes")).to_be_visible()
-    expect(notice).to_be_empty()  # the notice refreshed itself away (account-changed)
+    expect(notice).to_be_empty()  # the notice refreshed itself away (refresh-requirement-notice)
     card(page).get_by_role("link", name="I have saved these codes").click()
     expect(card(page).locator("[data-2fa-status]")).to_have_text("On")
     expect(card(page).locator("[data-requirement-pending]")).to_have_text(

@@ -126,7 +126,7 @@ def test_an_open_rename_form_is_not_swapped_by_a_refresh(page, server, authentic
     passkeys = page.locator("#passkeys")
     passkeys.get_by_role("link", name="Rename Laptop").click()
     passkeys.locator(".item").get_by_label("Passkey name").fill("Half-typed")
-    card = page.locator("#two-factor")  # enabling answers with "account-changed"
+    card = page.locator("#two-factor")  # enabling refreshes the other sections it affects
     card.get_by_role("link", name="Enable two-factor authentication").click()
     card.get_by_role("button", name="Verify with a passkey").click()
     expect(card.get_by_role("heading", name="Save your recovery codes")).to_be_visible()

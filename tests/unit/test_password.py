@@ -96,7 +96,7 @@ def test_change_password_signs_out_other_sessions_and_rotates_this_one(
     response = change(client)
     assert response.status_code == 200, response.text
     assert "Your password was changed" in response.text
-    assert response.headers["hx-trigger"] == "account-changed"
+    assert response.headers["hx-trigger"] == "refresh-sessions, refresh-activity"
     assert client.cookies.get("barycenter_session") != old_cookie
     assert client.page("/account", follow_redirects=False).status_code == 200
     assert other.page("/account", follow_redirects=False).status_code == 303  # signed out

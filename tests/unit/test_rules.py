@@ -1241,7 +1241,7 @@ def test_regenerate_asks_first(auth, client, database):
     answer = {"codes_version": version_in(question.text), "confirmed": "yes"}
     done = client.htmx("POST", "/account/recovery-codes/regenerate", data=answer)
 
-    assert done.status_code == 200 and done.headers["hx-trigger"] == "account-changed"
+    assert done.status_code == 200 and done.headers["hx-trigger"] == "refresh-activity"
     new = codes_in(done.text)
     assert len(new) == 10 and not set(new) & set(codes)
     assert "data-open" in done.text

@@ -12,8 +12,7 @@ from litestar.response import Redirect, Template
 from sqlmodel import Session
 
 from models import User
-from models.passkey import passkeys_of
-from web import account, ceremony, password_change, sessions, twofactor
+from web import account, ceremony, password_change, sections, sessions, twofactor
 from web.errors import Refused
 from web.routes.common import (
     DB,
@@ -24,20 +23,9 @@ from web.routes.common import (
     rate_limit,
     render,
     settings_of,
+    wants_partial,
 )
-from web.views import accepted_credentials, account_context
-
-CHANGED = "account-changed"  # sections listen for it and refresh themselves
-
-SECTIONS = {
-    "requirement-notice": "partials/account/requirement_notice.html",
-    "two-factor": "partials/account/two_factor.html",
-    "passkeys": "partials/account/passkeys.html",
-    "recovery-codes": "partials/account/recovery_codes.html",
-    "password": "partials/account/password.html",
-    "sessions": "partials/account/sessions.html",
-    "activity": "partials/account/activity.html",
-}
+from web.views import accepted_credentials
 
 
 def section(
@@ -47,26 +35,25 @@ def section(
     name: str,
     *,
     status: int = 200,
-    trigger: str | None = None,
+    change: str | None = None,
     token: str | None = None,
+    facts: sections.Facts | None = None,
     **state: Any,
 ) -> Template:
-    """One section for htmx (or the whole page, in that state, for a plain request)."""
-    context = account_context(
-        db,
-        settings_of(request),
-        viewer,
-        request.headers.get("user-agent", ""),
-        notice_in=name,
-        **state,
+    """One section for htmx, built from its own queries (or the whole page, in that state,
+    for a plain request). After a `change` (web.sections.AFFECTS), the other sections it
+    affected are named in HX-Trigger and refresh themselves."""
+    facts = facts or sections.Facts(
+        db, settings_of(request), viewer, request.headers.get("user-agent", "")
     )
+    partial = wants_partial(request)
     return render(
         request,
         page="pages/account.html",
-        partial=SECTIONS[name],
-        context=context,
+        partial=sections.SECTIONS[name][0],
+        context=sections.context(facts, name if partial else None, notice_in=name, **state),
         status=status,
-        trigger=trigger,
+        trigger=sections.refreshes(change, name) if change else None,
         token=token,
     )
 
@@ -102,16 +89,17 @@ def removed(
     request: Request, db: Session, viewer: sessions.Viewer, token: str | None = None
 ) -> Template:
     """The passkeys section after a removal, with what the Signal API needs."""
-    remaining = passkeys_of(db, viewer.user.pk)
-    signal = accepted_credentials(settings_of(request), viewer.user, remaining)
+    facts = sections.Facts(db, settings_of(request), viewer, request.headers.get("user-agent", ""))
+    signal = accepted_credentials(facts.settings, viewer.user, facts.passkeys)
     return section(
         request,
         db,
         viewer,
         "passkeys",
         notice="Passkey removed.",
-        trigger=CHANGED,
+        change="passkey-removed",
         token=token,
+        facts=facts,
         signal=signal,
     )
 
@@ -140,16 +128,17 @@ class AccountController(Controller):
 
     @get("/", sync_to_thread=True)
     def page(self, request: Request, db: DB, viewer: Current) -> Template:
-        context = account_context(
+        facts = sections.Facts(
             db, settings_of(request), viewer, request.headers.get("user-agent", "")
         )
+        context = sections.context(facts, None)
         return render(request, page="pages/account.html", partial=None, context=context)
 
     @get("/{name:str}", sync_to_thread=True)
     def show_section(
         self, request: Request, db: DB, viewer: Current, name: FromPath[str]
     ) -> Template:
-        if name not in SECTIONS:
+        if name not in sections.SECTIONS:
             raise Refused(404, "Not found.")
         return section(request, db, viewer, name)
 
@@ -198,7 +187,7 @@ class AccountController(Controller):
                 viewer,
                 "two-factor",
                 notice="Two-factor authentication is on. Your recovery codes still work.",
-                trigger=CHANGED,
+                change="2fa-enabled",
                 token=enabled.token,
             )
         return section(
@@ -208,7 +197,7 @@ class AccountController(Controller):
             "two-factor",
             tf_mode="codes",
             codes=enabled.codes,
-            trigger=CHANGED,
+            change="2fa-enabled",
             token=enabled.token,
         )
 
@@ -241,7 +230,7 @@ class AccountController(Controller):
             viewer,
             "two-factor",
             notice="Two-factor authentication is off.",
-            trigger=CHANGED,
+            change="2fa-disabled",
             token=token,
         )
 
@@ -266,7 +255,7 @@ class AccountController(Controller):
             viewer,
             "passkeys",
             notice=f"Passkey “{passkey.name}” added.",
-            trigger=CHANGED,
+            change="passkey-added",
         )
 
     @get("/passkeys/{passkey_id:int}/rename", sync_to_thread=True)
@@ -309,7 +298,7 @@ class AccountController(Controller):
             viewer,
             "passkeys",
             notice=f"Passkey renamed to “{passkey.name}”.",
-            trigger=CHANGED,
+            change="passkey-renamed",
         )
 
     @get("/passkeys/{passkey_id:int}/remove", sync_to_thread=True)
@@ -390,7 +379,13 @@ class AccountController(Controller):
             return section(request, db, viewer, "recovery-codes", rc_mode=done.step)
         viewer, codes = done.viewer, done.codes
         return section(
-            request, db, viewer, "recovery-codes", rc_mode="codes", codes=codes, trigger=CHANGED
+            request,
+            db,
+            viewer,
+            "recovery-codes",
+            rc_mode="codes",
+            codes=codes,
+            change="codes-regenerated",
         )
 
     @post("/recovery-codes/start", sync_to_thread=True, opt=JSON)
@@ -415,7 +410,7 @@ class AccountController(Controller):
             "recovery-codes",
             rc_mode="codes",
             codes=codes,
-            trigger=CHANGED,
+            change="codes-regenerated-with-passkey",
             token=token,
         )
 
@@ -444,7 +439,9 @@ class AccountController(Controller):
         except Refused as refusal:
             if refusal.status_code != 422:
                 raise
-            state = {"rc_mode": "step-up"} if then == "recovery-codes" else {"confirm_in": then}
+            state: dict[str, Any] = (
+                {"rc_mode": "step-up"} if then == "recovery-codes" else {"confirm_in": then}
+            )
             return section(
                 request, db, viewer, then, status=422, confirm_error=str(refusal.detail), **state
             )
@@ -457,10 +454,10 @@ class AccountController(Controller):
                 then,
                 rc_mode="codes",
                 codes=codes,
-                trigger=CHANGED,
+                change="codes-regenerated",
                 token=token,
             )
-        return self._confirmed(request, db, viewer, then, token)
+        return self._confirmed(request, db, viewer, then, token, "confirmed")
 
     @post("/confirm/start", sync_to_thread=True, opt=JSON)
     def confirm_start(self, request: Request, db: DB, viewer: Current, body: RawBody) -> Response:
@@ -473,10 +470,16 @@ class AccountController(Controller):
         credential, fields = ceremony.read_credential(body)
         then = account.confirm_target(fields.get("then"))
         done = account.finish_confirm(db, actor(request, viewer), credential)
-        return self._confirmed(request, db, done.viewer, then, done.token)
+        return self._confirmed(request, db, done.viewer, then, done.token, "confirmed-with-passkey")
 
     def _confirmed(
-        self, request: Request, db: Session, viewer: sessions.Viewer, then: str, token: str | None
+        self,
+        request: Request,
+        db: Session,
+        viewer: sessions.Viewer,
+        then: str,
+        token: str | None,
+        change: str,
     ) -> Template:
         """After confirming: the action is offered again (a new ceremony needs a new press)."""
         state: dict[str, Any] = {"notice": "Thanks, that's confirmed. You can go on now."}
@@ -484,7 +487,7 @@ class AccountController(Controller):
             state["tf_mode"] = "enroll"
         if then == "password":
             state["pw_mode"] = "change"
-        return section(request, db, viewer, then, token=token, **state)
+        return section(request, db, viewer, then, token=token, change=change, **state)
 
     # ---- Password (SPEC §5.7) ---------------------------------------------------------
 
@@ -525,7 +528,7 @@ class AccountController(Controller):
             viewer,
             "password",
             notice="Your password was changed. Every other session was signed out.",
-            trigger=CHANGED,
+            change="password-changed",
             token=token,
         )
 
@@ -536,10 +539,11 @@ class AccountController(Controller):
         self, request: Request, db: DB, viewer: Current, session_id: FromPath[int]
     ) -> Template:
         account.revoke_session(db, actor(request, viewer), session_id)
-        return section(request, db, viewer, "sessions", notice="That session was signed out.")
+        notice = "That session was signed out."
+        return section(request, db, viewer, "sessions", notice=notice, change="session-ended")
 
     @post("/sessions/revoke-others", sync_to_thread=True)
     def revoke_others(self, request: Request, db: DB, viewer: Current) -> Template:
         ended = account.revoke_other_sessions(db, actor(request, viewer))
         notice = f"Signed out of {ended} other session{'s' if ended != 1 else ''}."
-        return section(request, db, viewer, "sessions", notice=notice, trigger=CHANGED)
+        return section(request, db, viewer, "sessions", notice=notice, change="session-ended")
