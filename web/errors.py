@@ -12,6 +12,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
+from litestar.plugins.htmx import ClientRedirect, HTMXDetails, HTMXRequest
 from litestar.response import Redirect, Template
 from sqlalchemy.exc import OperationalError
 
@@ -72,8 +73,11 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept or content_type.startswith("application/json")
 
 
-def is_htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
+def htmx(request: Request) -> HTMXDetails:
+    """What htmx says about a request, read by `litestar.plugins.htmx`: truthy for an htmx
+    request; `.history_restore_request`, `.target`, … (HTMXPlugin in web/app.py makes every
+    request an HTMXRequest; a plain Request is read the same way)."""
+    return request.htmx if isinstance(request, HTMXRequest) else HTMXDetails(request)
 
 
 def message_for(exc: HTTPException) -> str:
@@ -92,7 +96,7 @@ def refusal_response(
     headers["Cache-Control"] = "no-store"
     if wants_json(request):
         return Response({**(extra or {}), "detail": message}, status_code=status, headers=headers)
-    if is_htmx(request):
+    if htmx(request):
         # htmx does not swap 4xx/5xx (see responseHandling); base.js shows this text.
         return Response(message, status_code=status, media_type=MediaType.TEXT, headers=headers)
     return Template(
@@ -123,10 +127,11 @@ def redirect_handler(request: Request, exc: RedirectTo) -> Response:
             status_code=exc.status if exc.status >= 400 else 401,
             headers={"Cache-Control": "no-store"},
         )
-    if is_htmx(request):
-        return Response(
-            "", status_code=200, headers={"HX-Redirect": exc.location, "Cache-Control": "no-store"}
-        )
+    if htmx(request):
+        response = ClientRedirect(exc.location)
+        response.status_code = 200
+        response.headers["Cache-Control"] = "no-store"
+        return response
     return Redirect(exc.location, status_code=303)
 
 

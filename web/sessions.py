@@ -22,7 +22,7 @@ from models.session import FULL, PARTIAL
 from web import events, twofactor
 from web.client import ClientInfo
 from web.db import SAFE_METHODS
-from web.errors import RedirectTo, Refused
+from web.errors import RedirectTo, Refused, htmx
 from web.settings import Settings
 from web.tokens import digest, new_token
 
@@ -286,8 +286,8 @@ def _demote(request: Request, db: Session, viewer: Viewer) -> None:
 def login_url(request: Request) -> str:
     """Sign-in, coming back to the page asked for (percent-encoded: it goes into headers)."""
     path = request.url.path
-    htmx = request.headers.get("hx-request") == "true"  # a partial is no place to land
-    if request.method == "GET" and not htmx and path not in {"/", "/account"}:
+    partial = bool(htmx(request))  # a partial is no place to land
+    if request.method == "GET" and not partial and path not in {"/", "/account"}:
         return f"/login?return_to={quote(path, safe='/')}"
     return "/login"
 

@@ -435,6 +435,23 @@ def test_htmx_step_is_a_partial_and_a_page_without_javascript(auth, client):
     assert page.headers["vary"] == partial.headers["vary"]
 
 
+def test_redirect_is_hx_redirect_for_htmx_and_303_for_a_form(auth, client, database):
+    """web.routes.common.redirect(); the passkey shim's JSON answer (HX-Redirect and
+    {"redirect": …}) is checked with the ceremonies (test_smoke_flows, test_ceremony_checks)."""
+    auth.login()
+    plain = client.form("/logout")
+    assert plain.status_code == 303 and plain.headers["location"] == "/login"
+    assert "hx-redirect" not in plain.headers
+    auth.login()
+    client.page("/account")
+    hx = client.htmx("POST", "/logout")
+    assert hx.status_code == 200 and hx.headers["hx-redirect"] == "/login"
+    assert "location" not in hx.headers
+    for answer in (plain, hx):
+        assert answer.headers["cache-control"] == "no-store"
+    assert query(database, select(AuthSession)) == []
+
+
 def test_htmx_errors_are_plain_text_not_json(auth, client):
     auth.login()
     response = client.get("/account/passkeys/9999/rename", headers={"HX-Request": "true"})

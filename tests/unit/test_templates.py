@@ -4,6 +4,7 @@ designers' edits (a misspelt variable fails here, not in production)."""
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,57 @@ def test_sample_renders(environment: Environment, name: str) -> None:
 def test_every_template_has_a_sample() -> None:
     used = {template for template, _ in SAMPLES.values()}
     includes = {"layouts/base.html", "components/forms.html", "components/codes.html",
-                "components/confirm.html",
+                "components/confirm.html", "components/passkey.html",
                 "partials/account/passkey_row.html", "partials/login/enrolled.html",
                 "pages/design.html", "email/base.html"}  # fmt: skip
     every = {str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*.html")}
     assert every - used - includes == set()
+
+
+class CeremonyScopes(HTMLParser):
+    """Each [data-passkey-action] button with its attributes and what its enclosing
+    [data-passkey-scope] holds (the shim writes messages to the status region there)."""
+
+    VOID = {"input", "br", "hr", "img", "meta", "link", "source", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[dict] = []  # open elements: {"scope": bool, "buttons": [], "statuses": []}
+        self.scopes: list[dict] = []
+        self.orphans: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        scope = next((e for e in reversed(self.stack) if e["scope"]), None)
+        if "data-passkey-action" in found:
+            (scope["buttons"] if scope else self.orphans).append(found)
+        if "data-passkey-status" in found and scope:
+            scope["statuses"].append(found)
+        if tag in self.VOID:
+            return
+        element = {"scope": "data-passkey-scope" in found, "buttons": [], "statuses": []}
+        self.stack.append(element)
+        if element["scope"]:
+            self.scopes.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.VOID and self.stack:
+            self.stack.pop()
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_ceremony_button_has_its_status_region(environment: Environment, name: str) -> None:
+    """The macros of components/passkey.html keep what passkeys.js needs: every button has
+    its endpoints and target, inside a scope with one role="alert" status region."""
+    parser = CeremonyScopes()
+    parser.feed(render_sample(environment, name))
+    assert parser.orphans == []
+    for scope in parser.scopes:
+        for button in scope["buttons"]:
+            assert button["data-passkey-action"] in {"register", "authenticate"}
+            assert button["data-start"] and button["data-finish"] and button["data-target"]
+            assert [s.get("role") for s in scope["statuses"]] == ["alert"], button
+            assert button["data-target"].startswith("#")
 
 
 def test_partial_root_id_is_its_file_name(environment: Environment) -> None:

@@ -8,12 +8,13 @@ from urllib.parse import quote, unquote
 
 from litestar import Request, Response
 from litestar.di import NamedDependency
-from litestar.response import Template
+from litestar.plugins.htmx import ClientRedirect, HTMXHeaders
+from litestar.response import Redirect, Template
 from sqlmodel import Session
 
 from web import ratelimit, sessions
 from web.client import ClientInfo, client_info
-from web.errors import Refused, is_htmx
+from web.errors import Refused, htmx, wants_json
 from web.settings import Settings
 from web.tokens import digest
 
@@ -21,14 +22,15 @@ DB = NamedDependency[Session]
 """The request's database session (web.db.provide_db)."""
 Current = NamedDependency[sessions.Viewer]
 """The signed-in person (web.sessions.provide_viewer / provide_pending)."""
-NO_STORE = {"Cache-Control": "no-store", "Vary": "HX-Request"}
+NO_STORE = {"Cache-Control": "no-store", "Vary": HTMXHeaders.REQUEST.value}
 JSON = {"body": "json"}
 """The `opt` of a route whose body is JSON (the passkey ceremonies)."""
 
 
 def wants_partial(request: Request) -> bool:
     """A partial for htmx; the whole page for plain requests and history restores."""
-    return is_htmx(request) and request.headers.get("hx-history-restore-request") != "true"
+    details = htmx(request)
+    return bool(details) and not details.history_restore_request
 
 
 def render(
@@ -44,8 +46,8 @@ def render(
 ) -> Template:
     name = partial if partial and wants_partial(request) else page
     headers = {**NO_STORE, **(headers or {})}
-    if trigger:
-        headers["HX-Trigger"] = trigger
+    if trigger:  # event names, comma-separated: the sections that refresh themselves
+        headers[HTMXHeaders.TRIGGER_EVENT.value] = trigger
     response = Template(name, context=context, status_code=status, headers=headers)
     if token:
         sessions.set_cookie(response, token, request.app.state.settings)
@@ -53,15 +55,19 @@ def render(
 
 
 def redirect(request: Request, location: str, *, token: str | None = None) -> Response:
-    """303 for a plain form; HX-Redirect for htmx and the passkey shim."""
-    if is_htmx(request) or request.headers.get("content-type", "").startswith("application/json"):
-        response: Response = Response(
-            {"redirect": location}, status_code=200, headers={"HX-Redirect": location, **NO_STORE}
-        )
-    else:
+    """303 for a plain form; HX-Redirect for htmx. The passkey shim (a JSON request) gets
+    the header and `{"redirect": …}` (a passkey sign-in adds its `signal` there)."""
+    response: Response
+    if wants_json(request):
         response = Response(
-            content=None, status_code=303, headers={"Location": location, **NO_STORE}
+            {"redirect": location}, status_code=200, headers={HTMXHeaders.REDIRECT.value: location}
         )
+    elif htmx(request):
+        response = ClientRedirect(location)
+        response.status_code = 200  # ClientRedirect leaves it to the handler: a POST's 201
+    else:
+        response = Redirect(location, status_code=303)
+    response.headers.update(NO_STORE)
     if token:
         sessions.set_cookie(response, token, request.app.state.settings)
     return response
