@@ -63,7 +63,7 @@ class Facts:
         return recovery.summary(self.db, self.user.pk) if self.effective else recovery.NONE
 
     @cached_property
-    def sessions(self) -> list[AuthSession]:
+    def live_sessions(self) -> list[AuthSession]:
         live = sessions.sessions_of(self.db, self.user.pk)
         return [s for s in live if not sessions.is_expired(s, self.settings)]
 
@@ -122,7 +122,7 @@ def password(facts: Facts) -> dict[str, Any]:
 
 def sessions_list(facts: Facts) -> dict[str, Any]:
     current = facts.viewer.session.id
-    return {"sessions": current_first([session_view(s, current) for s in facts.sessions])}
+    return {"sessions": current_first([session_view(s, current) for s in facts.live_sessions])}
 
 
 def activity(facts: Facts) -> dict[str, Any]:
