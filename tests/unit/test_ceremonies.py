@@ -777,3 +777,19 @@ def test_keeps_recovery_codes():
     pending = Flags(requires_2fa=True, requires_2fa_from=utcnow() + timedelta(days=2))
     assert not twofactor.keeps_recovery_codes(pending)
     assert not twofactor.keeps_recovery_codes(Flags())
+
+
+# ------------------------------------------------------------------- the login page
+
+
+def test_the_login_page_asks_the_rules_of_a_signed_in_session(auth, client, database):
+    """A full session goes on where it was going; one that stopped meeting the rules (an
+    administrator required 2FA meanwhile) goes to the second factor instead."""
+    auth.login()
+    going_on = client.get("/login?return_to=/account", follow_redirects=False)
+    assert (going_on.status_code, going_on.headers["location"]) == (303, "/account")
+    with database.session() as db:
+        db.exec(update(User).where(col(User.username_key) == "alice").values(requires_2fa=True))
+        db.commit()
+    demoted = client.get("/login?return_to=/account", follow_redirects=False)
+    assert (demoted.status_code, demoted.headers["location"]) == (303, "/login/2fa")
