@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.conftest import temporary_database
-from tests.e2e.conftest import (
+from tests.helpers import temporary_database
+from tests.helpers.e2e import (
     PASSWORD,
     add_authenticator,
     add_passkey,
@@ -226,6 +226,7 @@ def test_signals_after_sign_in_removal_and_unknown_credential(page, server, sign
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.database
 def test_well_known_webauthn_served_and_bad_config_stops_start_up(tmp_path):
     related = "https://accounts.related.example"
     with temporary_database(tmp_path) as url:

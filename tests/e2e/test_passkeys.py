@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     add_authenticator,
     add_passkey,
     check_accessibility,

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     PASSWORD,
     Server,
     add_authenticator,

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import temporary_database
-from tests.e2e.conftest import (
+from tests.helpers import temporary_database
+from tests.helpers.e2e import (
     PASSWORD,
     Server,
     add_authenticator,
@@ -22,6 +22,8 @@ from tests.e2e.conftest import (
     start_server,
     stop_server,
 )
+
+pytestmark = pytest.mark.database  # short_server: a database of its own
 
 WINDOW = 5  # seconds of recent authentication on this test server
 CONFIRM = "Confirm it's you"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     Authenticator,
     add_authenticator,
     add_passkey,

@@ -6,12 +6,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlmodel import select
 
 from models import Passkey, SecurityEvent, User, utcnow
-from tests.unit.conftest import query, reload_user
+from tests.helpers import query, reload_user
 from web import recovery
 from web.admin.app import create_admin_app
 from web.protection import CSP
@@ -22,17 +21,6 @@ STATUS_FIELDS = (
     "passkeyEnrolledAt recoveryCodesRemaining"
 )
 RESULT_FIELDS = "success message username requires2fa user2faEnabled effective2fa"
-
-
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with small parameters: these tests are about the API, not password cost."""
-    import web.passwords
-
-    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from sqlmodel import select
 
 from models import Notification, SecurityEvent
-from tests.unit.conftest import query, reload_user
+from tests.helpers import query, reload_user
 from web.admin.app import create_admin_app
 
 TOKEN = "an-admin-token-of-more-than-32-characters"

@@ -12,12 +12,11 @@ import threading
 from datetime import datetime, timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlmodel import select, update
 
 from models import AuthSession, SecurityEvent, User, utcnow
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from web import twofactor
 from web.admin.app import create_admin_app
 from web.db import connect
@@ -42,16 +41,6 @@ def settings(database_url: str) -> Settings:
         admin_token=TOKEN,
         ip_limit_per_minute=0,
         port=8000,
-    )
-
-
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import web.passwords
-
-    web.passwords._dummy_hash()
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
 
 

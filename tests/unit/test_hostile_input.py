@@ -22,12 +22,11 @@ from hypothesis import strategies as st
 from sqlmodel import col, select, update
 
 from models import AuthSession, Passkey, SecurityEvent, User, WebAuthnChallenge
+from tests.helpers import ORIGIN, PASSWORD, Auth, Client, query, reload_user
 from tests.softauthn import SoftAuthenticator, b64url
-from tests.unit.conftest import ORIGIN, PASSWORD, Auth, Client, query, reload_user
 from tests.unit.test_ceremony_checks import (  # noqa: F401  (fixtures used by name)
     app,
     app_cache,
-    cheap_password_hashing,
     refused,
     snapshot,
     throwaway_credential,

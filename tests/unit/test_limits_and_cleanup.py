@@ -10,8 +10,8 @@ import pytest
 from sqlmodel import select, update
 
 from models import AuthSession, Passkey, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
+from tests.helpers import ORIGIN, PASSWORD, Auth, Client, query
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, Auth, Client, query
 from web.app import create_app
 from web.cleanup import cleanup
 from web.client import client_ip

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import select
 
 from models import AuthSession, Notification, SecurityEvent, User
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from web.passwords import hash_password, new_password_problem, verify_password
 
 NEW = "plum orbit lantern 1987"

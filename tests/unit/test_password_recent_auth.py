@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from models import AuthSession
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from tests.unit.test_rules import move_step_up
 from web.passwords import verify_password
 

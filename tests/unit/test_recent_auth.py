@@ -12,8 +12,8 @@ from sqlmodel import select, update
 from webauthn.helpers import bytes_to_base64url
 
 from models import AuthSession, Passkey, RecoveryCode, User, utcnow
+from tests.helpers import ORIGIN, PASSWORD, query, reload_user
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, query, reload_user
 from tests.unit.test_rules import (
     add_key,
     codes_in,

@@ -10,8 +10,8 @@ from litestar.testing import TestClient
 from sqlmodel import select
 
 from models import AuthSession, Passkey, WebAuthnChallenge
+from tests.helpers import ORIGIN, PASSWORD, Client, query
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, Client, query
 from web import cli
 from web.app import create_app
 from web.settings import ConfigError, Settings

@@ -10,7 +10,6 @@ import html
 from datetime import timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlmodel import select, update
 
@@ -23,21 +22,11 @@ from models import (
     WebAuthnChallenge,
     utcnow,
 )
+from tests.helpers import ORIGIN, PASSWORD, query, reload_user
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, query, reload_user
 from web.admin.app import create_admin_app
 from web.sessions import COOKIE
 from web.tokens import digest
-
-
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import web.passwords
-
-    web.passwords._dummy_hash()
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture

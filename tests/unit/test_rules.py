@@ -11,12 +11,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlmodel import select, update
 
 from models import AuthSession, Passkey, RecoveryCode, SecurityEvent, WebAuthnChallenge, utcnow
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from web import twofactor
 from web.admin.app import create_admin_app
 from web.errors import Refused
@@ -597,17 +596,6 @@ def test_dates_in_words_and_iso():
 # --------------------------------------------------------------------------------------
 # Helpers for the handler tests
 # --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with small parameters: these tests are about the rules, not password cost."""
-    import web.passwords
-
-    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 @pytest.fixture

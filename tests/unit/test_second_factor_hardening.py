@@ -10,8 +10,8 @@ from sqlmodel import delete, select, update
 
 from models import AuthSession, Passkey, RecoveryCode, User, utcnow
 from models.session import PARTIAL
+from tests.helpers import ORIGIN, PASSWORD, query, reload_user
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, query, reload_user
 from web import passkeys as passkeys_module
 
 

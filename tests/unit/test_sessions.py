@@ -9,25 +9,13 @@ import html
 from datetime import timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from sqlmodel import select, update
 
 from models import AuthSession, SecurityEvent, User, utcnow
-from tests.unit.conftest import ORIGIN, PASSWORD, Client, query, reload_user
+from tests.helpers import ORIGIN, PASSWORD, Client, query, reload_user
 from web.app import create_app
 from web.sessions import COOKIE
 from web.signin import BAD_CREDENTIALS, LOCKED
-
-
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with small parameters: these tests are about sessions, not password cost."""
-    import web.passwords
-
-    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
 
 
 def sign_in(client: Client, username: str = "alice", password: str = PASSWORD, **extra: str):  # type: ignore[no-untyped-def]
