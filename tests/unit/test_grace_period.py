@@ -34,14 +34,8 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        secret_key="test-secret-key-" * 3,
-        admin_token=TOKEN,
-        ip_limit_per_minute=0,
-        port=8000,
-    )
+def settings(settings: Settings) -> Settings:
+    return settings.with_(admin_token=TOKEN)
 
 
 @pytest.fixture

@@ -40,15 +40,8 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def settings(database_url: str, smtp: SmtpServer) -> Settings:
-    return Settings(
-        database_url=database_url,
-        secret_key="test-secret-key-" * 3,
-        admin_token=TOKEN,
-        ip_limit_per_minute=0,
-        port=8000,
-        smtp_url=smtp.url,
-    )
+def settings(settings: Settings, smtp: SmtpServer) -> Settings:
+    return settings.with_(admin_token=TOKEN, smtp_url=smtp.url)
 
 
 @pytest.fixture

@@ -22,15 +22,8 @@ FROM_RELATED = {"Origin": RELATED, "Sec-Fetch-Site": "cross-site"}
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        secret_key="test-secret-key-" * 3,
-        admin_token="an-admin-token-of-at-least-32-characters",
-        ip_limit_per_minute=0,
-        port=8000,
-        related_origins=(RELATED, "http://localhost:8001"),
-    )
+def settings(settings: Settings) -> Settings:
+    return settings.with_(related_origins=(RELATED, "http://localhost:8001"))
 
 
 # --------------------------------------------------------------------------------------
