@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def migrated_template(tmp_path_factory) -> Iterator[str]:
     """One migrated database per run; every test's database starts as a copy of it."""
     with temporary_database(tmp_path_factory.mktemp("template")) as url:
         upgrade(url)
@@ -48,7 +48,7 @@ def migrated_template(tmp_path_factory) -> Iterator[str]:  # type: ignore[no-unt
 
 
 @pytest.fixture
-def database_url(tmp_path, migrated_template) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def database_url(tmp_path, migrated_template) -> Iterator[str]:
     """A migrated database of this test's own."""
     with temporary_database(tmp_path, template=migrated_template) as url:
         yield url

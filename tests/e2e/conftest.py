@@ -26,7 +26,7 @@ from tests.helpers.e2e import (
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def server(tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("server")
     with temporary_database(tmp) as url:
         running = start_server(url, tmp)

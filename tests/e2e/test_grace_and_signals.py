@@ -28,7 +28,7 @@ from tests.helpers.e2e import (
 RESULT = "success message requiredFrom requirementPending effective2fa"
 
 
-def require_with_grace(server, username: str, grace_days: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def require_with_grace(server, username: str, grace_days: int) -> dict[str, Any]:
     result = server.admin(
         "mutation($u: String!, $g: Int!) { setUser2faRequired(username: $u, required: true,"
         f" graceDays: $g) {{ {RESULT} }} }}",
@@ -46,7 +46,7 @@ def words(iso: str) -> str:
     return moment.strftime("%-d %B %Y, %H:%M UTC")
 
 
-def card(page: Page):  # type: ignore[no-untyped-def]
+def card(page: Page):
     return page.locator("#two-factor")
 
 
@@ -161,7 +161,7 @@ def signals(context: BrowserContext) -> list[tuple[str, dict[str, Any]]]:
     return calls
 
 
-def eventually(page: Page, check, seconds: float = 5) -> None:  # type: ignore[no-untyped-def]
+def eventually(page: Page, check, seconds: float = 5) -> None:
     """The binding's calls arrive asynchronously: wait for them (then assert the exact list)."""
     for _ in range(int(seconds * 10)):
         if check():
@@ -170,7 +170,7 @@ def eventually(page: Page, check, seconds: float = 5) -> None:  # type: ignore[n
     assert check()
 
 
-def accepted(calls) -> list[list[str]]:  # type: ignore[no-untyped-def]
+def accepted(calls) -> list[list[str]]:
     return [c["allAcceptedCredentialIds"] for kind, c in calls if kind == "accepted"]
 
 

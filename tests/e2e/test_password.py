@@ -158,7 +158,7 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def mailing_server(tmp_path, smtp: SmtpServer) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def mailing_server(tmp_path, smtp: SmtpServer) -> Iterator[Server]:
     with temporary_database(tmp_path) as url:
         running = start_server(url, tmp_path, BARYCENTER_SMTP_URL=smtp.url)
         yield running

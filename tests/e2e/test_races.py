@@ -33,7 +33,7 @@ def at_once(*calls: Callable[[], int]) -> list[int]:
 
 
 @pytest.fixture
-def member(server):  # type: ignore[no-untyped-def]
+def member(server):
     """A signed-in user with one passkey."""
     username = server.create_user("race")
     user = server_auth(server)

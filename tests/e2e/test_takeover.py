@@ -31,7 +31,7 @@ CANCELLED = "The passkey request was cancelled or timed out. Nothing was changed
 
 
 @pytest.fixture(scope="module")
-def short_server(tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def short_server(tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("takeover")
     with temporary_database(tmp) as url:
         running = start_server(url, tmp, BARYCENTER_REAUTH_SECONDS=str(WINDOW))
@@ -43,7 +43,7 @@ def let_the_window_pass() -> None:
     time.sleep(WINDOW + 1)
 
 
-def names(page: Page):  # type: ignore[no-untyped-def]
+def names(page: Page):
     return page.locator("#passkeys .item-title")
 
 

@@ -29,7 +29,6 @@ from tests.softauthn import SoftAuthenticator
 expect.set_options(timeout=10_000)
 
 ROOT = Path(__file__).resolve().parents[2]
-assert (ROOT / "pyproject.toml").exists(), ROOT
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -258,7 +257,7 @@ def make_stale(server: Server, username: str, minutes: int = 30) -> None:
     try:
         with Session(engine) as db:
             owner = select(User.id).where(col(User.username_key) == username.lower())
-            db.exec(  # type: ignore[call-overload]
+            db.exec(
                 update(AuthSession)
                 .where(col(AuthSession.user_id).in_(owner.scalar_subquery()))
                 .values(reauth_at=utcnow() - timedelta(minutes=minutes))

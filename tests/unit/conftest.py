@@ -64,18 +64,18 @@ def database(settings: Settings) -> Iterator[Database]:
 
 
 @pytest.fixture
-def app(settings: Settings, database: Database):  # type: ignore[no-untyped-def]
+def app(settings: Settings, database: Database):
     return create_app(settings, database)
 
 
 @pytest.fixture
-def client(app) -> Iterator[Client]:  # type: ignore[no-untyped-def]
+def client(app) -> Iterator[Client]:
     with Client(app=app, base_url=ORIGIN) as c:
         yield c
 
 
 @pytest.fixture
-def make_client(app) -> Callable[[], Client]:  # type: ignore[no-untyped-def]
+def make_client(app) -> Callable[[], Client]:
     """More browsers for the same app (other sessions). They do not run the app's lifespan
     again (the `client` fixture does): with two or more extra clients entered, Litestar's
     lifespan shutdown hung at teardown. Nothing to release afterwards."""

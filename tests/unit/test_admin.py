@@ -24,12 +24,12 @@ RESULT_FIELDS = "success message username requires2fa user2faEnabled effective2f
 
 
 @pytest.fixture
-def api(settings, database) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def api(settings, database) -> Iterator[TestClient]:
     with TestClient(app=create_admin_app(settings, database)) as client:
         yield client
 
 
-def graphql(api: TestClient, document: str, token: str | None = TOKEN, **variables):  # type: ignore[no-untyped-def]
+def graphql(api: TestClient, document: str, token: str | None = TOKEN, **variables):
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     payload: dict = {"query": document}
     if variables:
@@ -37,7 +37,7 @@ def graphql(api: TestClient, document: str, token: str | None = TOKEN, **variabl
     return api.post("/graphql", json=payload, headers=headers)
 
 
-def data(api: TestClient, document: str, **variables) -> dict:  # type: ignore[no-untyped-def]
+def data(api: TestClient, document: str, **variables) -> dict:
     response = graphql(api, document, **variables)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -45,7 +45,7 @@ def data(api: TestClient, document: str, **variables) -> dict:  # type: ignore[n
     return body["data"]
 
 
-def admin_events(database) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+def admin_events(database) -> list[tuple[str, str, str]]:
     rows = query(database, select(SecurityEvent, User).join(User).order_by(SecurityEvent.id))
     return [
         (user.username, event.kind, event.actor) for event, user in rows if event.actor == "admin"

@@ -271,8 +271,7 @@ class World:
 
     def passkey_facts(self) -> list[tuple[int, int, bool]]:
         return [
-            (p.id, p.sign_count, p.backup_eligible)  # type: ignore[misc]
-            for p in query(self.database, select(Passkey))
+            (p.id, p.sign_count, p.backup_eligible) for p in query(self.database, select(Passkey))
         ]
 
     def restore_passkey_facts(self, facts: list[tuple[int, int, bool]]) -> None:
@@ -351,7 +350,7 @@ class World:
 
     def finish(
         self, ceremony: Ceremony, credential: Any, client: Client | None = None, **fields: Any
-    ):  # type: ignore[no-untyped-def]
+    ):
         body = {"credential": credential, **ceremony.finish_fields, **fields}
         return (client or self.client).json_post(ceremony.finish, body)
 
@@ -361,7 +360,7 @@ class World:
 
 
 @pytest.fixture
-def world(database, client, authn, make_client, user) -> World:  # type: ignore[no-untyped-def]
+def world(database, client, authn, make_client, user) -> World:
     return World(database, client, authn, make_client)
 
 

@@ -39,7 +39,7 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def admin(settings, database):  # type: ignore[no-untyped-def]
+def admin(settings, database):
     """Calls the admin API; returns the first field's answer."""
     with TestClient(app=create_admin_app(settings, database)) as api:
 
@@ -55,7 +55,7 @@ def admin(settings, database):  # type: ignore[no-untyped-def]
         yield call
 
 
-def require(admin, grace_days: int | None = None, required: bool = True, username: str = "alice"):  # type: ignore[no-untyped-def]
+def require(admin, grace_days: int | None = None, required: bool = True, username: str = "alice"):
     grace = "" if grace_days is None else f", graceDays: {grace_days}"
     value = "true" if required else "false"
     return admin(
@@ -64,14 +64,14 @@ def require(admin, grace_days: int | None = None, required: bool = True, usernam
     )
 
 
-def status(admin, username: str = "alice"):  # type: ignore[no-untyped-def]
+def status(admin, username: str = "alice"):
     return admin(
         f'{{ s: user2faStatus(username: "{username}") {{ requires2fa user2faEnabled '
         "effective2fa requiredFrom requirementPending } }"
     )
 
 
-def events_of(database, kind: str | None = None) -> list[SecurityEvent]:  # type: ignore[no-untyped-def]
+def events_of(database, kind: str | None = None) -> list[SecurityEvent]:
     rows = query(database, select(SecurityEvent).order_by(SecurityEvent.id))
     return [e for e in rows if kind is None or e.kind == kind]
 
@@ -81,20 +81,20 @@ def parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def move_date(database, when: datetime | None, username: str = "alice") -> None:  # type: ignore[no-untyped-def]
+def move_date(database, when: datetime | None, username: str = "alice") -> None:
     """The injected clock of a live server: move the requirement's date instead of time."""
     with database.session() as db:
         db.exec(update(User).where(User.username_key == username).values(requires_2fa_from=when))
         db.commit()
 
 
-def my_session(database, client) -> AuthSession:  # type: ignore[no-untyped-def]
+def my_session(database, client) -> AuthSession:
     token = client.cookies.get(COOKIE)
     (row,) = query(database, select(AuthSession).where(AuthSession.token_hash == digest(token)))
     return row
 
 
-def text_of(response) -> str:  # type: ignore[no-untyped-def]
+def text_of(response) -> str:
     """The words of a page (tags dropped, white space collapsed)."""
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", response.text)))
 

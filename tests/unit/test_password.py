@@ -70,7 +70,7 @@ def test_passwords_are_hashed_in_nfkc_and_old_hashes_still_match() -> None:
     assert not verify_password(legacy, "wrong")
 
 
-def change(client, current: str = PASSWORD, new: str = NEW, htmx: bool = True):  # type: ignore[no-untyped-def]
+def change(client, current: str = PASSWORD, new: str = NEW, htmx: bool = True):
     data = {"current_password": current, "new_password": new}
     if htmx:
         return client.htmx("POST", "/account/password", data)

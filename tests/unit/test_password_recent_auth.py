@@ -15,7 +15,7 @@ NEW = "plum orbit lantern 1987"
 CONFIRM = "Confirm it's you"
 
 
-def change(client, current: str = PASSWORD, new: str = NEW):  # type: ignore[no-untyped-def]
+def change(client, current: str = PASSWORD, new: str = NEW):
     data = {"current_password": current, "new_password": new}
     return client.htmx("POST", "/account/password", data)
 

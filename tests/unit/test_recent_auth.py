@@ -27,11 +27,11 @@ from web.sessions import COOKIE
 CONFIRM = "Confirm it's you"
 
 
-def stale(database) -> None:  # type: ignore[no-untyped-def]
+def stale(database) -> None:
     move_step_up(database, 11)  # past the default 600 seconds
 
 
-def passkey_names(database) -> list[str]:  # type: ignore[no-untyped-def]
+def passkey_names(database) -> list[str]:
     return [p.name for p in query(database, select(Passkey).order_by(Passkey.id))]
 
 

@@ -179,7 +179,7 @@ def sign_in_with_password(client: Client, **headers: str) -> None:
     client.page("/account")
 
 
-def register_from(client: Client, authn: SoftAuthenticator, origin: str):  # type: ignore[no-untyped-def]
+def register_from(client: Client, authn: SoftAuthenticator, origin: str):
     headers = {"Origin": origin, "Sec-Fetch-Site": "cross-site"} if origin != ORIGIN else {}
     options = client.json_post("/account/passkeys/start", {"name": "Key"}, **headers)
     assert options.status_code == 200, options.text
@@ -189,7 +189,7 @@ def register_from(client: Client, authn: SoftAuthenticator, origin: str):  # typ
     )
 
 
-def passkey_sign_in_from(client: Client, authn: SoftAuthenticator, origin: str):  # type: ignore[no-untyped-def]
+def passkey_sign_in_from(client: Client, authn: SoftAuthenticator, origin: str):
     client.page("/login")
     options = client.json_post("/login/passkey/start", {})
     assert options.status_code == 200, options.text

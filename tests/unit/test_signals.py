@@ -18,11 +18,11 @@ from tests.softauthn import SoftAuthenticator
 NOT_REGISTERED = "That passkey is not registered with this account."
 
 
-def ids(database) -> list[str]:  # type: ignore[no-untyped-def]
+def ids(database) -> list[str]:
     return [bytes_to_base64url(p.credential_id) for p in query(database, select(Passkey))]
 
 
-def sign_in_options(client) -> dict:  # type: ignore[no-untyped-def]
+def sign_in_options(client) -> dict:
     client.form("/logout")
     client.page("/login")
     response = client.json_post("/login/passkey/start", {})
@@ -30,7 +30,7 @@ def sign_in_options(client) -> dict:  # type: ignore[no-untyped-def]
     return response.json()
 
 
-def fresh_confirmation(database) -> None:  # type: ignore[no-untyped-def]
+def fresh_confirmation(database) -> None:
     """Removal needs recent authentication: as if the user had just confirmed it."""
     with database.session() as db:
         db.exec(update(AuthSession).values(reauth_at=utcnow()))

@@ -246,7 +246,7 @@ def test_password_hashing_runs_in_a_bounded_pool(monkeypatch):
     lock = threading.Lock()
 
     class Slow:
-        def verify(self, stored, password):  # type: ignore[no-untyped-def]
+        def verify(self, stored, password):
             nonlocal running, most
             with lock:
                 running += 1
