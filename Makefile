@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 AXE_VERSION := 4.14.1
 AXE := .cache/npm/node_modules/axe-core/axe.min.js
 CHROMIUM := /usr/bin/chromium
+# unit tests run in parallel processes (pytest-xdist), one per core
+UNIT_WORKERS ?= auto
 
 .PHONY: install run test unit e2e bench profile typecheck lint format chromium axe clean
 
@@ -46,11 +48,11 @@ $(AXE):
 
 ## test: unit tests, then end-to-end tests in Chromium
 test: install chromium axe
-	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/unit -q -n $(UNIT_WORKERS)
 	$(PY) -m pytest tests/e2e -q
 
 unit: install
-	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/unit -q -n $(UNIT_WORKERS)
 
 e2e: install chromium axe
 	$(PY) -m pytest tests/e2e -q

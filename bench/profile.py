@@ -68,10 +68,10 @@ def count_statements(
     statements: Counter = Counter()
     timings: Counter = Counter()
 
-    def before(conn, _cursor, _sql, *_args):  # type: ignore[no-untyped-def]
+    def before(conn, _cursor, _sql, *_args):
         conn.info["bench_started"] = time.perf_counter()
 
-    def after(conn, _cursor, sql, *_args):  # type: ignore[no-untyped-def]
+    def after(conn, _cursor, sql, *_args):
         key = " ".join(sql.split())[:110]
         statements[key] += 1
         timings[key] += time.perf_counter() - conn.info.pop("bench_started", time.perf_counter())
@@ -133,7 +133,7 @@ def count_statements(
 class _Inline(Executor):
     """Runs `sync_to_thread` work in the calling thread, so one process's CPU is all of it."""
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+    def submit(self, fn, /, *args, **kwargs):
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))
@@ -194,7 +194,7 @@ def cpu_per_request(
         async def send(message: dict) -> None:
             sent.append(message)
 
-        await app(scope, receive, send)  # type: ignore[arg-type]
+        await app(scope, receive, send)
         if sent[0]["status"] != 200:
             raise SystemExit(f"{path}: {sent[0]['status']}")
         return b"".join(m.get("body", b"") for m in sent[1:])

@@ -237,12 +237,12 @@ def seed(url: str, users: int) -> Population:
     ]
     with engine.begin() as connection:
         for model, generated in tables:
-            name, count = model.__tablename__, 0  # type: ignore[attr-defined]
+            name, count = model.__tablename__, 0
             for batch in _chunks(generated):
                 columns = ", ".join(batch[0])
                 values = [tuple(row.values()) for row in batch]
                 if engine.dialect.name == "postgresql":  # COPY: ten times executemany's pace
-                    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                    cursor = connection.connection.driver_connection.cursor()
                     with cursor.copy(f"COPY {name} ({columns}) FROM STDIN") as copy:
                         for value in values:
                             copy.write_row(value)
@@ -314,13 +314,13 @@ def _session_row(user: BenchUser, token: str, *, full: bool, passkey_id: int | N
 def full_session(engine: Engine, user: BenchUser) -> str:
     """A signed-in aal2 session (password + passkey) for `user`; returns its cookie."""
     token = new_token()
-    table = Passkey.__table__  # type: ignore[attr-defined]
+    table = Passkey.__table__
     with engine.begin() as connection:
         passkey_id = connection.execute(
             select(table.c.id).where(table.c.credential_id == user.credential_ids[0])
         ).scalar_one()
         connection.execute(
-            insert(AuthSession.__table__),  # type: ignore[attr-defined]
+            insert(AuthSession.__table__),
             [_session_row(user, token, full=True, passkey_id=passkey_id)],
         )
     return token
@@ -335,6 +335,6 @@ def partial_sessions(url: str, users: list[BenchUser], count: int) -> list[tuple
         for batch in _chunks(
             _session_row(user, token, full=False, passkey_id=None) for token, user in pairs
         ):
-            connection.execute(insert(AuthSession.__table__), batch)  # type: ignore[attr-defined]
+            connection.execute(insert(AuthSession.__table__), batch)
     engine.dispose()
     return pairs

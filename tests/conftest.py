@@ -1,68 +1,43 @@
 """Shared fixtures: a database of its own for every test (SQLite file, or a fresh
 PostgreSQL database when BARYCENTER_TEST_DATABASE_URL is set), created with a random name
 and dropped after. Migrations run once per test run, into a template that each test's
-database is copied from."""
+database is copied from.
+
+On PostgreSQL (the second pass of .ci/run) only the tests that use a database run: the
+others (rules tables, templates, parsers) have nothing that depends on the database and
+already ran on SQLite."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
-from pathlib import Path
+from contextlib import closing
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from tests.helpers.database import on_postgresql, temporary_database
 from web.db import upgrade
 
-PG_ENV = "BARYCENTER_TEST_DATABASE_URL"
+DATABASE_FIXTURES = frozenset({"database_url", "migrated_template", "server"})
+"""A test that uses one of these (directly or through other fixtures) touches a database."""
 
 
-def _admin_engine():  # type: ignore[no-untyped-def]
-    return create_engine(make_url(os.environ[PG_ENV]), isolation_level="AUTOCOMMIT")
-
-
-def _drop(admin, name: str) -> None:  # type: ignore[no-untyped-def]
-    with admin.connect() as connection:
-        connection.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :name AND pid <> pg_backend_pid()"
-            ),
-            {"name": name},
-        )
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-
-
-@contextmanager
-def temporary_database(tmp_path: Path, template: str | None = None) -> Iterator[str]:
-    """A URL to a database that exists for the duration of the block: empty, or a copy of
-    `template` (a URL that temporary_database gave before)."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        path = tmp_path / f"barycenter-{secrets.token_hex(4)}.db"
-        if template:
-            shutil.copyfile(template.removeprefix("sqlite:///"), path)
-        yield f"sqlite:///{path}"
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not on_postgresql():
         return
-    name = f"barycenter_test_{secrets.token_hex(6)}"
-    admin = _admin_engine()
-    with admin.connect() as connection:
-        copy = f' TEMPLATE "{make_url(template).database}"' if template else ""
-        connection.execute(text(f'CREATE DATABASE "{name}"{copy}'))
-    try:
-        yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        _drop(admin, name)
-        admin.dispose()
+    keep, skip = [], []
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        (keep if uses & DATABASE_FIXTURES or item.get_closest_marker("database") else skip).append(
+            item
+        )
+    if skip:
+        config.hook.pytest_deselected(items=skip)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def migrated_template(tmp_path_factory) -> Iterator[str]:
     """One migrated database per run; every test's database starts as a copy of it."""
     with temporary_database(tmp_path_factory.mktemp("template")) as url:
         upgrade(url)
@@ -73,7 +48,7 @@ def migrated_template(tmp_path_factory) -> Iterator[str]:  # type: ignore[no-unt
 
 
 @pytest.fixture
-def database_url(tmp_path, migrated_template) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def database_url(tmp_path, migrated_template) -> Iterator[str]:
     """A migrated database of this test's own."""
     with temporary_database(tmp_path, template=migrated_template) as url:
         yield url

@@ -35,11 +35,11 @@ class Inbox:
     messages: list[Received] = field(default_factory=list)
     refuse: bool = False
 
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
         if self.refuse:
             return "451 Try again later"
         parsed = message_from_bytes(envelope.content, policy=policy.default)
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), parsed))  # type: ignore[arg-type]
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 Message accepted for delivery"
 
     def subjects(self, to: str | None = None) -> list[str]:
@@ -120,7 +120,7 @@ class SmtpServer:
         query = "?starttls=1" if self.security == "starttls" else ""
         return f"{scheme}://127.0.0.1:{self.port}{query}"
 
-    def _authenticate(self, server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
         expected = self.login or ("", "")
         given = (auth_data.login.decode(), auth_data.password.decode())
         return AuthResult(success=given == expected)

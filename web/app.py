@@ -29,7 +29,7 @@ from web.protection import check_request, security_headers
 from web.routes.account import AccountController, home
 from web.routes.health import healthz
 from web.routes.login import LoginController, SecondFactorController, logout
-from web.routes.wellknown import webauthn_origins
+from web.routes.wellknown import favicon, webauthn_origins
 from web.settings import Settings, get_settings
 from web.views import when
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         home,
         healthz,
         webauthn_origins,
+        favicon,
         logout,
         LoginController,
         SecondFactorController,

@@ -1,178 +1,32 @@
 """End-to-end fixtures: a real `barycenter-account serve` process on free ports (its own
 database for the run), Debian's Chromium through Playwright, a CDP virtual authenticator.
-
-Browse http://localhost:PORT (WebAuthn refuses IP addresses as RP IDs). Each test makes its
-own user through the admin API, so tests share one server but never state.
-"""
+Each test makes its own user through the admin API, so tests share one server but never
+state. The helpers the tests call are in tests/helpers/e2e.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
-from tests.conftest import temporary_database
-
-# CI shares two cores with the server and Chromium: give expectations the actions' patience.
-expect.set_options(timeout=10_000)
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
-AXE = ROOT / ".cache/npm/node_modules/axe-core/axe.min.js"
-PASSWORD = "e2e-password-123"
-VIRTUAL_AUTHENTICATOR = {
-    "protocol": "ctap2",
-    "transport": "internal",
-    "hasResidentKey": True,
-    "hasUserVerification": True,
-    "isUserVerified": True,
-    "automaticPresenceSimulation": True,
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    base_url: str
-    admin_url: str
-    admin_token: str
-    database_url: str
-    process: subprocess.Popen
-
-    def admin(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.admin_url,
-            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {self.admin_token}",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
-            body = json.loads(response.read())
-        assert "errors" not in body, body
-        return body["data"]
-
-    def create_user(self, prefix: str = "user") -> str:
-        username = f"{prefix}-{secrets.token_hex(4)}"
-        data = self.admin(
-            "mutation($u: String!, $p: String!) { createUser(username: $u, password: $p,"
-            " displayName: $u) { success message } }",
-            {"u": username, "p": PASSWORD},
-        )
-        assert data["createUser"]["success"], data
-        return username
-
-    def status(self, username: str) -> dict[str, Any]:
-        return self.admin(
-            "query($u: String!) { user2faStatus(username: $u) { requires2fa user2faEnabled"
-            " effective2fa passkeyCount recoveryCodesRemaining } }",
-            {"u": username},
-        )["user2faStatus"]
-
-    def set_required(self, username: str, required: bool) -> None:
-        self.admin(
-            "mutation($u: String!, $r: Boolean!) { setUser2faRequired(username: $u,"
-            " required: $r) { success } }",
-            {"u": username, "r": required},
-        )
-
-    def set_enabled(self, username: str, enabled: bool) -> None:
-        self.admin(
-            "mutation($u: String!, $e: Boolean!) { setUser2faEnabled(username: $u,"
-            " enabled: $e) { success } }",
-            {"u": username, "e": enabled},
-        )
-
-
-def start_server(database_url: str, tmp: Path, *, admin: bool = True, **env: str) -> Server:
-    port, admin_port = free_port(), free_port()
-    token = secrets.token_urlsafe(24)
-    environment = {
-        **os.environ,
-        "BARYCENTER_DATABASE_URL": database_url,
-        "BARYCENTER_ADMIN_TOKEN": token,
-        "BARYCENTER_SECRET_KEY": "e2e-secret-" + "x" * 32,
-        "BARYCENTER_IP_LIMIT_PER_MINUTE": "0",
-        "BARYCENTER_ORIGIN": f"http://localhost:{port}",
-        **env,
-    }
-    log = open(tmp / f"server-{port}.log", "w")  # noqa: SIM115 (kept open for the process)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "web.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin_port if admin else 0),
-        ],
-        cwd=ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {(tmp / f'server-{port}.log').read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):  # noqa: S310
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        raise RuntimeError("server did not start")
-    return Server(
-        base_url=f"http://localhost:{port}",
-        admin_url=f"http://127.0.0.1:{admin_port}/graphql",
-        admin_token=token,
-        database_url=database_url,
-        process=process,
-    )
-
-
-def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
+from tests.helpers import temporary_database
+from tests.helpers.e2e import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Authenticator,
+    NewContext,
+    Server,
+    add_authenticator,
+    start_server,
+    stop_server,
+)
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def server(tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("server")
     with temporary_database(tmp) as url:
         running = start_server(url, tmp)
@@ -198,10 +52,6 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
     ctx.close()
 
 
-NewContext = Callable[..., BrowserContext]
-"""The `new_context` fixture: `new_context(**browser_context_options)`."""
-
-
 @pytest.fixture
 def new_context(browser: Browser) -> Iterator[NewContext]:
     """`new_context(**options)`: more browsers for one test (other sessions, another user
@@ -224,105 +74,6 @@ def page(context: BrowserContext) -> Page:
     return context.new_page()
 
 
-@dataclass
-class Authenticator:
-    """A CDP virtual authenticator attached to one page."""
-
-    cdp: CDPSession
-    id: str
-
-    def credentials(self) -> list[dict[str, Any]]:
-        return self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": self.id})["credentials"]
-
-    def set_user_verified(self, verified: bool) -> None:
-        self.cdp.send(
-            "WebAuthn.setUserVerified", {"authenticatorId": self.id, "isUserVerified": verified}
-        )
-
-    def set_presence(self, enabled: bool) -> None:
-        self.cdp.send(
-            "WebAuthn.setAutomaticPresenceSimulation",
-            {"authenticatorId": self.id, "enabled": enabled},
-        )
-
-    def remove(self) -> None:
-        self.cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": self.id})
-
-
-def add_authenticator(page: Page, **options: Any) -> Authenticator:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    result = cdp.send(
-        "WebAuthn.addVirtualAuthenticator", {"options": {**VIRTUAL_AUTHENTICATOR, **options}}
-    )
-    return Authenticator(cdp=cdp, id=result["authenticatorId"])
-
-
 @pytest.fixture
 def authenticator(page: Page) -> Authenticator:
     return add_authenticator(page)
-
-
-def sign_in(page: Page, server: Server, username: str, password: str = PASSWORD) -> None:
-    page.goto(f"{server.base_url}/login")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-
-
-def check_accessibility(page: Page, label: str = "") -> None:
-    """axe-core on the current page state: no violations. axe is evaluated through the
-    DevTools protocol: the page's CSP (rightly) refuses an injected inline <script>."""
-    page.evaluate(AXE.read_text())
-    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-    violations = [
-        f"{v['id']}: {v['help']} ({len(v['nodes'])} nodes: {[n['target'] for n in v['nodes']][:3]})"
-        for v in result["violations"]
-    ]
-    assert not violations, f"axe violations {label}: {violations}"
-
-
-def put_credentials(authenticator: Authenticator, credentials: list[dict[str, Any]]) -> None:
-    """Copy credentials saved with `.credentials()` (private keys included) into an
-    authenticator, e.g. to bring a passkey back after signing in with a password."""
-    for credential in credentials:
-        authenticator.cdp.send(
-            "WebAuthn.addCredential",
-            {"authenticatorId": authenticator.id, "credential": credential},
-        )
-
-
-def add_passkey(page: Page, name: str) -> None:
-    """Add a passkey from the account page's Passkeys section (the page's authenticator)."""
-    passkeys = page.locator("#passkeys")
-    passkeys.get_by_label("Passkey name").fill(name)
-    passkeys.get_by_role("button", name="Add a passkey").click()
-    title = passkeys.locator(".item-title").filter(has_text=" ".join(name.split()))
-    expect(title.first).to_be_visible()
-
-
-def sign_out(page: Page) -> None:
-    page.get_by_role("banner").get_by_role("button", name="Sign out").click()
-
-
-def make_stale(server: Server, username: str, minutes: int = 30) -> None:
-    """Let the recent-authentication window pass for every session of `username` (as if
-    the sign-in or confirmation was `minutes` ago), without waiting for it."""
-    from datetime import timedelta
-
-    from sqlmodel import Session, col, create_engine, select, update
-
-    from models import AuthSession, User, utcnow
-
-    engine = create_engine(server.database_url)
-    try:
-        with Session(engine) as db:
-            owner = select(User.id).where(col(User.username_key) == username.lower())
-            db.exec(  # type: ignore[call-overload]
-                update(AuthSession)
-                .where(col(AuthSession.user_id).in_(owner.scalar_subquery()))
-                .values(reauth_at=utcnow() - timedelta(minutes=minutes))
-            )
-            db.commit()
-    finally:
-        engine.dispose()

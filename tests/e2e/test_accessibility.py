@@ -13,7 +13,7 @@ from typing import Any
 
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     PASSWORD,
     Authenticator,
     NewContext,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.conftest import temporary_database
-from tests.e2e.conftest import (
+from tests.helpers import temporary_database
+from tests.helpers.e2e import (
     PASSWORD,
     add_authenticator,
     add_passkey,
@@ -28,7 +28,7 @@ from tests.e2e.conftest import (
 RESULT = "success message requiredFrom requirementPending effective2fa"
 
 
-def require_with_grace(server, username: str, grace_days: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def require_with_grace(server, username: str, grace_days: int) -> dict[str, Any]:
     result = server.admin(
         "mutation($u: String!, $g: Int!) { setUser2faRequired(username: $u, required: true,"
         f" graceDays: $g) {{ {RESULT} }} }}",
@@ -46,7 +46,7 @@ def words(iso: str) -> str:
     return moment.strftime("%-d %B %Y, %H:%M UTC")
 
 
-def card(page: Page):  # type: ignore[no-untyped-def]
+def card(page: Page):
     return page.locator("#two-factor")
 
 
@@ -161,7 +161,7 @@ def signals(context: BrowserContext) -> list[tuple[str, dict[str, Any]]]:
     return calls
 
 
-def eventually(page: Page, check, seconds: float = 5) -> None:  # type: ignore[no-untyped-def]
+def eventually(page: Page, check, seconds: float = 5) -> None:
     """The binding's calls arrive asynchronously: wait for them (then assert the exact list)."""
     for _ in range(int(seconds * 10)):
         if check():
@@ -170,7 +170,7 @@ def eventually(page: Page, check, seconds: float = 5) -> None:  # type: ignore[n
     assert check()
 
 
-def accepted(calls) -> list[list[str]]:  # type: ignore[no-untyped-def]
+def accepted(calls) -> list[list[str]]:
     return [c["allAcceptedCredentialIds"] for kind, c in calls if kind == "accepted"]
 
 
@@ -226,6 +226,7 @@ def test_signals_after_sign_in_removal_and_unknown_credential(page, server, sign
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.database
 def test_well_known_webauthn_served_and_bad_config_stops_start_up(tmp_path):
     related = "https://accounts.related.example"
     with temporary_database(tmp_path) as url:

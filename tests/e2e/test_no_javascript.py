@@ -12,7 +12,7 @@ from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     NewContext,
     Server,
     add_authenticator,

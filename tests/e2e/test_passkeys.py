@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     add_authenticator,
     add_passkey,
     check_accessibility,
@@ -19,7 +19,7 @@ CANCELLED = "The passkey request was cancelled or timed out. Nothing was changed
 DUPLICATE = "This device already has a passkey for your account."
 
 
-def signed_in(page: Page, server) -> str:  # type: ignore[no-untyped-def]
+def signed_in(page: Page, server) -> str:
     username = server.create_user()
     sign_in(page, server, username)
     expect(page.get_by_role("heading", name="Account security")).to_be_visible()

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import temporary_database
-from tests.e2e.conftest import (
+from tests.helpers import temporary_database
+from tests.helpers.e2e import (
     PASSWORD,
     NewContext,
     Server,
@@ -158,13 +158,14 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def mailing_server(tmp_path, smtp: SmtpServer) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def mailing_server(tmp_path, smtp: SmtpServer) -> Iterator[Server]:
     with temporary_database(tmp_path) as url:
         running = start_server(url, tmp_path, BARYCENTER_SMTP_URL=smtp.url)
         yield running
         stop_server(running)
 
 
+@pytest.mark.database
 def test_serve_mails_the_change_in_the_background(
     new_context: NewContext, mailing_server: Server, smtp: SmtpServer
 ) -> None:

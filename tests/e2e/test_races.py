@@ -11,11 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD
-from tests.e2e.http import HttpUser
+from tests.helpers import PASSWORD, ServerClient
+from tests.helpers.e2e import server_auth
 from tests.softauthn import SoftAuthenticator
 
 ROUNDS = 3
+DISABLE_FINISH = "/account/two-factor/disable/finish"
+ENABLE_FINISH = "/account/two-factor/enable/finish"
 
 
 def at_once(*calls: Callable[[], int]) -> list[int]:
@@ -31,30 +33,29 @@ def at_once(*calls: Callable[[], int]) -> list[int]:
 
 
 @pytest.fixture
-def member(server):  # type: ignore[no-untyped-def]
+def member(server):
     """A signed-in user with one passkey."""
     username = server.create_user("race")
-    user = HttpUser(server.base_url)
-    user.login(username)
-    user.page("/account")
+    user = server_auth(server)
+    assert user.login(username).status_code == 303
     assert user.add_passkey("First").status_code == 200
     yield username, user
-    user.close()
+    user.client.close()
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_the_same_assertion_twice_succeeds_once(server, member, round_):
     username, user = member
     assert user.enable_2fa().status_code == 200
-    user.form("/logout")
-    user.login(username)
-    user.page("/login/2fa")
+    user.logout()
+    assert user.login(username).status_code == 303
+    user.client.page("/login/2fa")
     credential = user.assertion("/login/2fa/passkey/start")
-    twin = user.clone()
+    twin = user.client.clone()
     body = {"credential": credential}
     statuses = at_once(
-        lambda: user.json("/login/2fa/passkey/finish", body).status_code,
-        lambda: twin.json("/login/2fa/passkey/finish", body).status_code,
+        lambda: user.client.json_post("/login/2fa/passkey/finish", body).status_code,
+        lambda: twin.json_post("/login/2fa/passkey/finish", body).status_code,
     )
     assert sorted(statuses)[0] == 200, statuses
     assert sorted(statuses)[1] in (400, 401), statuses
@@ -67,12 +68,12 @@ def test_removing_the_last_two_passkeys_at_once_leaves_one(server, member, round
     other_device = SoftAuthenticator(rp_id="localhost", origin=server.base_url)
     assert user.add_passkey("Second", other_device).status_code == 200
     assert user.enable_2fa().status_code == 200  # also a fresh step-up for removals
-    page = user.page("/account").text
+    page = user.client.page("/account").text
     ids = sorted({int(i) for i in re.findall(r'id="passkey-(\d+)"', page)})
     assert len(ids) == 2
-    twin = user.clone()
+    twin = user.client.clone()
     statuses = at_once(
-        lambda: user.form(f"/account/passkeys/{ids[0]}/remove").status_code,
+        lambda: user.client.form(f"/account/passkeys/{ids[0]}/remove").status_code,
         lambda: twin.form(f"/account/passkeys/{ids[1]}/remove").status_code,
     )
     assert sorted(statuses) == [200, 409], statuses
@@ -91,12 +92,10 @@ def test_enable_and_disable_at_once_stay_consistent(server, member, round_):
     server.set_enabled(username, False)
     enable = user.assertion("/account/two-factor/enable/start", {"mode": "existing"})
     server.set_enabled(username, True)
-    twin = user.clone()
+    twin = user.client.clone()
     statuses = at_once(
-        lambda: (
-            user.json("/account/two-factor/disable/finish", {"credential": disable}).status_code
-        ),
-        lambda: twin.json("/account/two-factor/enable/finish", {"credential": enable}).status_code,
+        lambda: user.client.json_post(DISABLE_FINISH, {"credential": disable}).status_code,
+        lambda: twin.json_post(ENABLE_FINISH, {"credential": enable}).status_code,
     )
     assert all(code < 500 for code in statuses), statuses
     status = server.status(username)
@@ -114,9 +113,7 @@ def test_admin_require_against_user_disable(server, member, round_):
     results: dict[str, int] = {}
 
     def user_disable() -> int:
-        results["user"] = user.json(
-            "/account/two-factor/disable/finish", {"credential": disable}
-        ).status_code
+        results["user"] = user.client.json_post(DISABLE_FINISH, {"credential": disable}).status_code
         return results["user"]
 
     def admin_require() -> int:
@@ -138,11 +135,11 @@ def test_twelve_wrong_passwords_at_once_check_at_most_five(server, round_):
     """SPEC §5.1: at most 5 passwords are checked per lockout window however many arrive at
     once; the rest, and then the correct password, are 429 with Retry-After."""
     username = server.create_user("burst")
-    users = [HttpUser(server.base_url) for _ in range(12)]
+    users = [ServerClient(server.base_url) for _ in range(12)]
     for user in users:
         user.page("/login")
 
-    def wrong(user: HttpUser) -> Callable[[], int]:
+    def wrong(user: ServerClient) -> Callable[[], int]:
         def send() -> int:
             response = user.form("/login", {"username": username, "password": "wrong-password"})
             if response.status_code == 429:

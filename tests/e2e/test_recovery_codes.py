@@ -10,7 +10,13 @@ import re
 from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import create_engine, text
 
-from tests.e2e.conftest import (
+from tests.e2e.test_accessibility import (
+    check_light_and_dark,
+    expect_focus_on_heading,
+    expect_visible_focus_ring,
+    tab_to,
+)
+from tests.helpers.e2e import (
     Authenticator,
     NewContext,
     Server,
@@ -20,12 +26,6 @@ from tests.e2e.conftest import (
     put_credentials,
     sign_in,
     sign_out,
-)
-from tests.e2e.test_accessibility import (
-    check_light_and_dark,
-    expect_focus_on_heading,
-    expect_visible_focus_ring,
-    tab_to,
 )
 
 QUESTION = "Your current codes will stop working."

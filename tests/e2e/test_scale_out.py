@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     Authenticator,
     NewContext,
     Server,

@@ -11,7 +11,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     Authenticator,
     NewContext,
     Server,

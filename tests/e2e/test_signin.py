@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     PASSWORD,
     Server,
     add_authenticator,
@@ -25,11 +25,11 @@ LOCKED = "Too many failed attempts. This account is locked for 15 minutes."
 LOCKED_UNTIL = re.compile(re.escape(LOCKED) + r" Try again after \d\d:\d\d UTC\.")  # rev 2
 
 
-def account_heading(page: Page):  # type: ignore[no-untyped-def]
+def account_heading(page: Page):
     return page.get_by_role("heading", name="Account security")
 
 
-def sign_in_alert(page: Page):  # type: ignore[no-untyped-def]
+def sign_in_alert(page: Page):
     """The error of the sign-in form (not the empty #flash or passkey-status regions)."""
     return page.locator(".auth-card").get_by_role("alert").filter(has_text=re.compile(r"\S"))
 
@@ -59,7 +59,7 @@ def user_with_passkey(browser: Browser, server: Server) -> tuple[str, list[dict[
     return username, credentials
 
 
-def signed_in_with(page: Page, method: str):  # type: ignore[no-untyped-def]
+def signed_in_with(page: Page, method: str):
     """This session's row in the Sessions section says how it was signed in."""
     current = page.locator("#sessions li").filter(has_text="This session")
     return current.get_by_text(re.compile(rf"^{method} · IP"))

@@ -1,6 +1,6 @@
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import sign_in
+from tests.helpers.e2e import sign_in
 
 
 def test_sign_in_add_passkey_then_passkey_autofill_signs_in(page, server, authenticator):

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import temporary_database
-from tests.e2e.conftest import (
+from tests.helpers import temporary_database
+from tests.helpers.e2e import (
     PASSWORD,
     Server,
     add_authenticator,
@@ -23,13 +23,15 @@ from tests.e2e.conftest import (
     stop_server,
 )
 
+pytestmark = pytest.mark.database  # short_server: a database of its own
+
 WINDOW = 5  # seconds of recent authentication on this test server
 CONFIRM = "Confirm it's you"
 CANCELLED = "The passkey request was cancelled or timed out. Nothing was changed."
 
 
 @pytest.fixture(scope="module")
-def short_server(tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+def short_server(tmp_path_factory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("takeover")
     with temporary_database(tmp) as url:
         running = start_server(url, tmp, BARYCENTER_REAUTH_SECONDS=str(WINDOW))
@@ -41,7 +43,7 @@ def let_the_window_pass() -> None:
     time.sleep(WINDOW + 1)
 
 
-def names(page: Page):  # type: ignore[no-untyped-def]
+def names(page: Page):
     return page.locator("#passkeys .item-title")
 
 

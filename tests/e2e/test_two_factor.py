@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     Authenticator,
     add_authenticator,
     add_passkey,
@@ -37,7 +37,7 @@ def account_heading(page: Page) -> Locator:
     return page.get_by_role("heading", name="Account security")
 
 
-def signed_in(page: Page, server) -> str:  # type: ignore[no-untyped-def]
+def signed_in(page: Page, server) -> str:
     username = server.create_user()
     sign_in(page, server, username)
     expect(account_heading(page)).to_be_visible()
@@ -71,7 +71,7 @@ def enable_with_new_passkey(page: Page, name: str = "Laptop") -> list[str]:
     return codes
 
 
-def to_second_factor(page: Page, server, username: str, authenticator: Authenticator):  # type: ignore[no-untyped-def]
+def to_second_factor(page: Page, server, username: str, authenticator: Authenticator):
     """Sign out and in again with the password (the passkey kept aside meanwhile, or the
     login page's autofill would sign in with it): lands on /login/2fa. Returns the page's
     new authenticator, which holds the passkey again."""
@@ -224,7 +224,7 @@ def test_disable(page, server, authenticator):
     assert facts["recoveryCodesRemaining"] == 0 and facts["passkeyCount"] == 1
 
 
-def enroll_at_login(page: Page, server) -> str:  # type: ignore[no-untyped-def]
+def enroll_at_login(page: Page, server) -> str:
     """An administrator requires 2FA of a new user without a passkey; they sign in."""
     username = server.create_user()
     server.set_required(username, True)

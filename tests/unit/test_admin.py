@@ -6,12 +6,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlmodel import select
 
 from models import Passkey, SecurityEvent, User, utcnow
-from tests.unit.conftest import query, reload_user
+from tests.helpers import query, reload_user
 from web import recovery
 from web.admin.app import create_admin_app
 from web.protection import CSP
@@ -24,24 +23,13 @@ STATUS_FIELDS = (
 RESULT_FIELDS = "success message username requires2fa user2faEnabled effective2fa"
 
 
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with small parameters: these tests are about the API, not password cost."""
-    import web.passwords
-
-    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
-
-
 @pytest.fixture
-def api(settings, database) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def api(settings, database) -> Iterator[TestClient]:
     with TestClient(app=create_admin_app(settings, database)) as client:
         yield client
 
 
-def graphql(api: TestClient, document: str, token: str | None = TOKEN, **variables):  # type: ignore[no-untyped-def]
+def graphql(api: TestClient, document: str, token: str | None = TOKEN, **variables):
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     payload: dict = {"query": document}
     if variables:
@@ -49,7 +37,7 @@ def graphql(api: TestClient, document: str, token: str | None = TOKEN, **variabl
     return api.post("/graphql", json=payload, headers=headers)
 
 
-def data(api: TestClient, document: str, **variables) -> dict:  # type: ignore[no-untyped-def]
+def data(api: TestClient, document: str, **variables) -> dict:
     response = graphql(api, document, **variables)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -57,7 +45,7 @@ def data(api: TestClient, document: str, **variables) -> dict:  # type: ignore[n
     return body["data"]
 
 
-def admin_events(database) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+def admin_events(database) -> list[tuple[str, str, str]]:
     rows = query(database, select(SecurityEvent, User).join(User).order_by(SecurityEvent.id))
     return [
         (user.username, event.kind, event.actor) for event, user in rows if event.actor == "admin"

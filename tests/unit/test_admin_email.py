@@ -11,19 +11,19 @@ from litestar.testing import TestClient
 from sqlmodel import select
 
 from models import Notification, SecurityEvent
-from tests.unit.conftest import query, reload_user
+from tests.helpers import query, reload_user
 from web.admin.app import create_admin_app
 
 TOKEN = "an-admin-token-of-more-than-32-characters"
 
 
 @pytest.fixture
-def api(settings, database) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def api(settings, database) -> Iterator[TestClient]:
     with TestClient(app=create_admin_app(settings.with_(admin_token=TOKEN), database)) as c:
         yield c
 
 
-def call(api: TestClient, document: str, **variables) -> dict:  # type: ignore[no-untyped-def]
+def call(api: TestClient, document: str, **variables) -> dict:
     response = api.post(
         "/graphql",
         json={"query": document, "variables": variables},

@@ -16,14 +16,13 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import cbor2
 import pytest
-from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ec
 from litestar import Litestar
 from sqlmodel import col, select, update
@@ -38,9 +37,8 @@ from models import (
     WebAuthnChallenge,
     utcnow,
 )
+from tests.helpers import ORIGIN, PASSWORD, Auth, Client, query, reload_user
 from tests.softauthn import SoftAuthenticator, b64url, b64url_decode
-from tests.unit.conftest import ORIGIN, PASSWORD, Auth, Client, query, reload_user
-from web import passwords
 from web.app import create_app
 from web.db import Database
 from web.settings import Settings
@@ -70,19 +68,6 @@ def app(settings: Settings, database: Database, app_cache: dict[str, Litestar]) 
     shared.state.settings = settings
     shared.state.database = database
     return shared
-
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """argon2id at its lowest cost: these tests are about ceremonies and hostile input, and
-    the default cost (~0.5 s a hash on a busy CI machine) would make them slow. The cached
-    dummy hash is cleared on both sides so no other module sees a cheap one."""
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    )
-    passwords._dummy_hash.cache_clear()
-    yield
-    passwords._dummy_hash.cache_clear()
 
 
 def refused(response: Any, status: int | None = None) -> str:
@@ -286,8 +271,7 @@ class World:
 
     def passkey_facts(self) -> list[tuple[int, int, bool]]:
         return [
-            (p.id, p.sign_count, p.backup_eligible)  # type: ignore[misc]
-            for p in query(self.database, select(Passkey))
+            (p.id, p.sign_count, p.backup_eligible) for p in query(self.database, select(Passkey))
         ]
 
     def restore_passkey_facts(self, facts: list[tuple[int, int, bool]]) -> None:
@@ -366,7 +350,7 @@ class World:
 
     def finish(
         self, ceremony: Ceremony, credential: Any, client: Client | None = None, **fields: Any
-    ):  # type: ignore[no-untyped-def]
+    ):
         body = {"credential": credential, **ceremony.finish_fields, **fields}
         return (client or self.client).json_post(ceremony.finish, body)
 
@@ -376,7 +360,7 @@ class World:
 
 
 @pytest.fixture
-def world(database, client, authn, make_client, user) -> World:  # type: ignore[no-untyped-def]
+def world(database, client, authn, make_client, user) -> World:
     return World(database, client, authn, make_client)
 
 

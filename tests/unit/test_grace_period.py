@@ -12,12 +12,11 @@ import threading
 from datetime import datetime, timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlmodel import select, update
 
 from models import AuthSession, SecurityEvent, User, utcnow
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from web import twofactor
 from web.admin.app import create_admin_app
 from web.db import connect
@@ -35,28 +34,12 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        secret_key="test-secret-key-" * 3,
-        admin_token=TOKEN,
-        ip_limit_per_minute=0,
-        port=8000,
-    )
-
-
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import web.passwords
-
-    web.passwords._dummy_hash()
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
+def settings(settings: Settings) -> Settings:
+    return settings.with_(admin_token=TOKEN)
 
 
 @pytest.fixture
-def admin(settings, database):  # type: ignore[no-untyped-def]
+def admin(settings, database):
     """Calls the admin API; returns the first field's answer."""
     with TestClient(app=create_admin_app(settings, database)) as api:
 
@@ -72,7 +55,7 @@ def admin(settings, database):  # type: ignore[no-untyped-def]
         yield call
 
 
-def require(admin, grace_days: int | None = None, required: bool = True, username: str = "alice"):  # type: ignore[no-untyped-def]
+def require(admin, grace_days: int | None = None, required: bool = True, username: str = "alice"):
     grace = "" if grace_days is None else f", graceDays: {grace_days}"
     value = "true" if required else "false"
     return admin(
@@ -81,14 +64,14 @@ def require(admin, grace_days: int | None = None, required: bool = True, usernam
     )
 
 
-def status(admin, username: str = "alice"):  # type: ignore[no-untyped-def]
+def status(admin, username: str = "alice"):
     return admin(
         f'{{ s: user2faStatus(username: "{username}") {{ requires2fa user2faEnabled '
         "effective2fa requiredFrom requirementPending } }"
     )
 
 
-def events_of(database, kind: str | None = None) -> list[SecurityEvent]:  # type: ignore[no-untyped-def]
+def events_of(database, kind: str | None = None) -> list[SecurityEvent]:
     rows = query(database, select(SecurityEvent).order_by(SecurityEvent.id))
     return [e for e in rows if kind is None or e.kind == kind]
 
@@ -98,20 +81,20 @@ def parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def move_date(database, when: datetime | None, username: str = "alice") -> None:  # type: ignore[no-untyped-def]
+def move_date(database, when: datetime | None, username: str = "alice") -> None:
     """The injected clock of a live server: move the requirement's date instead of time."""
     with database.session() as db:
         db.exec(update(User).where(User.username_key == username).values(requires_2fa_from=when))
         db.commit()
 
 
-def my_session(database, client) -> AuthSession:  # type: ignore[no-untyped-def]
+def my_session(database, client) -> AuthSession:
     token = client.cookies.get(COOKIE)
     (row,) = query(database, select(AuthSession).where(AuthSession.token_hash == digest(token)))
     return row
 
 
-def text_of(response) -> str:  # type: ignore[no-untyped-def]
+def text_of(response) -> str:
     """The words of a page (tags dropped, white space collapsed)."""
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", response.text)))
 

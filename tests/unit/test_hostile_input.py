@@ -22,12 +22,11 @@ from hypothesis import strategies as st
 from sqlmodel import col, select, update
 
 from models import AuthSession, Passkey, SecurityEvent, User, WebAuthnChallenge
+from tests.helpers import ORIGIN, PASSWORD, Auth, Client, query, reload_user
 from tests.softauthn import SoftAuthenticator, b64url
-from tests.unit.conftest import ORIGIN, PASSWORD, Auth, Client, query, reload_user
 from tests.unit.test_ceremony_checks import (  # noqa: F401  (fixtures used by name)
     app,
     app_cache,
-    cheap_password_hashing,
     refused,
     snapshot,
     throwaway_credential,
@@ -96,7 +95,7 @@ class Scene:
 
 
 @pytest.fixture
-def scene(database, client, authn, make_client, user) -> Scene:  # type: ignore[no-untyped-def]
+def scene(database, client, authn, make_client, user) -> Scene:
     with database.session() as db:
         create_user(db, "bob", BOB_PASSWORD, "Bob", actor="admin")
     bob_client = make_client()
@@ -115,9 +114,9 @@ def scene(database, client, authn, make_client, user) -> Scene:  # type: ignore[
         database,
         client,
         auth,
-        alice_passkey.id,  # type: ignore[arg-type]
-        bob_passkey.id,  # type: ignore[arg-type]
-        bob_session.id,  # type: ignore[arg-type]
+        alice_passkey.id,
+        bob_passkey.id,
+        bob_session.id,
         bob_client,
     )
 
@@ -710,7 +709,7 @@ def test_garbage_cookies_are_signed_out(database, make_client, user, token):
 # --------------------------------------------------------------------------- /login abuse
 
 
-def _login(client: Client, **fields: str):  # type: ignore[no-untyped-def]
+def _login(client: Client, **fields: str):
     client.page("/login")
     return client.form("/login", fields)
 
@@ -894,7 +893,7 @@ def test_random_json_at_every_ceremony_finish_never_500(database, client, make_c
     @given(data=st.data())
     def throw(data: st.DataObject) -> None:
         finish = data.draw(st.sampled_from(FINISHES), label="endpoint")
-        browser: Client = browsers[finish.browser]  # type: ignore[assignment]
+        browser: Client = browsers[finish.browser]
         _reset_failures(database)
         kind = data.draw(st.sampled_from(["json", "wrapped", "shaped"]), label="kind")
         if kind == "json":
@@ -929,9 +928,7 @@ def _reset_failures(database: Database) -> None:
         db.commit()
 
 
-def _browsers_for_every_finish(  # type: ignore[no-untyped-def]
-    database: Database, client: Client, make_client
-) -> dict[str, Any]:
+def _browsers_for_every_finish(database: Database, client: Client, make_client) -> dict[str, Any]:
     """anonymous (at /login), alice (full, one passkey, 2FA off), carol (full, 2FA on, two
     passkeys), partial (dave: password done, second factor pending), enrolling (erin: 2FA
     required by the administrator, no passkey yet)."""

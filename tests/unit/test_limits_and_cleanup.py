@@ -10,8 +10,8 @@ import pytest
 from sqlmodel import select, update
 
 from models import AuthSession, Passkey, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
+from tests.helpers import ORIGIN, PASSWORD, Auth, Client, query
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, Auth, Client, query
 from web.app import create_app
 from web.cleanup import cleanup
 from web.client import client_ip
@@ -20,14 +20,14 @@ from web.users import create_user
 
 
 @pytest.fixture(autouse=True)
-def mid_minute(monkeypatch):  # type: ignore[no-untyped-def]
+def mid_minute(monkeypatch):
     """The window is a calendar minute: keep every attempt of a test inside one of them."""
     moment = utcnow().replace(second=30, microsecond=0)
     monkeypatch.setattr("web.ratelimit.utcnow", lambda: moment)
 
 
 @pytest.fixture
-def limited(settings, database):  # type: ignore[no-untyped-def]
+def limited(settings, database):
     app = create_app(settings.with_(ip_limit_per_minute=3), database)
     with Client(app=app, base_url=ORIGIN) as c:
         yield c
@@ -106,7 +106,7 @@ class FakeRequest:
     ],
 )
 def test_forwarded_for_is_believed_only_from_trusted_proxies(peer, forwarded, trusted, expected):
-    assert client_ip(FakeRequest(peer, forwarded), trusted) == expected  # type: ignore[arg-type]
+    assert client_ip(FakeRequest(peer, forwarded), trusted) == expected
 
 
 def test_cleanup_deletes_what_expired_and_keeps_the_rest(auth, client, database, settings):

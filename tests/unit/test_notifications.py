@@ -16,9 +16,9 @@ from litestar.testing import TestClient
 from sqlmodel import select, update
 
 from models import Notification, User, utcnow
+from tests.helpers import ORIGIN, PASSWORD, Auth, query, reload_user
 from tests.smtp import SmtpServer, self_signed_tls
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, Auth, query, reload_user
 from tests.unit.test_rules import version_in
 from web import events, mailer
 from web.admin.app import create_admin_app
@@ -40,26 +40,19 @@ def smtp() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def settings(database_url: str, smtp: SmtpServer) -> Settings:
-    return Settings(
-        database_url=database_url,
-        secret_key="test-secret-key-" * 3,
-        admin_token=TOKEN,
-        ip_limit_per_minute=0,
-        port=8000,
-        smtp_url=smtp.url,
-    )
+def settings(settings: Settings, smtp: SmtpServer) -> Settings:
+    return settings.with_(admin_token=TOKEN, smtp_url=smtp.url)
 
 
 @pytest.fixture
-def alice_email(database, user) -> None:  # type: ignore[no-untyped-def]
+def alice_email(database, user) -> None:
     with database.session() as db:
         db.exec(update(User).where(User.id == user.id).values(email=ALICE))
         db.commit()
 
 
 @pytest.fixture
-def api(settings, database) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def api(settings, database) -> Iterator[TestClient]:
     with TestClient(app=create_admin_app(settings, database)) as client:
         yield client
 
@@ -74,7 +67,7 @@ def graphql(api: TestClient, document: str) -> dict:
     return body["data"]
 
 
-def outbox(database) -> list[Notification]:  # type: ignore[no-untyped-def]
+def outbox(database) -> list[Notification]:
     return list(query(database, select(Notification).order_by(Notification.id)))
 
 
@@ -147,13 +140,13 @@ def test_each_notification_is_delivered_once_with_its_subject(
     assert 'href="http://localhost:8000/account"' in html
 
 
-def reload_passkey_id(database, name: str) -> int:  # type: ignore[no-untyped-def]
+def reload_passkey_id(database, name: str) -> int:
     from models import Passkey
 
     return query(database, select(Passkey).where(Passkey.name == name))[0].id
 
 
-def settings_database(database, settings):  # type: ignore[no-untyped-def]
+def settings_database(database, settings):
     database.info["settings"] = settings
     return database
 
@@ -192,7 +185,7 @@ def test_a_rolled_back_change_queues_nothing(
     auth.add_passkey("Work key")
     before = len(outbox(database))
 
-    def fail(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+    def fail(*_args, **_kwargs):
         raise RuntimeError("injected after the change")
 
     # enable_2fa records its event, then signs out other sessions: fail there

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from models import AuthSession
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from tests.unit.test_rules import move_step_up
 from web.passwords import verify_password
 
@@ -15,7 +15,7 @@ NEW = "plum orbit lantern 1987"
 CONFIRM = "Confirm it's you"
 
 
-def change(client, current: str = PASSWORD, new: str = NEW):  # type: ignore[no-untyped-def]
+def change(client, current: str = PASSWORD, new: str = NEW):
     data = {"current_password": current, "new_password": new}
     return client.htmx("POST", "/account/password", data)
 

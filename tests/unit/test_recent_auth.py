@@ -12,8 +12,8 @@ from sqlmodel import select, update
 from webauthn.helpers import bytes_to_base64url
 
 from models import AuthSession, Passkey, RecoveryCode, User, utcnow
+from tests.helpers import ORIGIN, PASSWORD, query, reload_user
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, query, reload_user
 from tests.unit.test_rules import (
     add_key,
     codes_in,
@@ -27,11 +27,11 @@ from web.sessions import COOKIE
 CONFIRM = "Confirm it's you"
 
 
-def stale(database) -> None:  # type: ignore[no-untyped-def]
+def stale(database) -> None:
     move_step_up(database, 11)  # past the default 600 seconds
 
 
-def passkey_names(database) -> list[str]:  # type: ignore[no-untyped-def]
+def passkey_names(database) -> list[str]:
     return [p.name for p in query(database, select(Passkey).order_by(Passkey.id))]
 
 

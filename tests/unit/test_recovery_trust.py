@@ -12,13 +12,12 @@ from datetime import datetime
 from sqlmodel import select
 
 from models import AuthSession, Passkey, RecoveryCode, SecurityEvent
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from tests.unit.test_rules import (  # noqa: F401  (fixtures)
     admin,
     codes_in,
     enabled_with_passkey,
     kinds,
-    light_password_hashing,
     set_enabled,
     unused_codes,
     version_in,

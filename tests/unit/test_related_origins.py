@@ -10,8 +10,8 @@ from litestar.testing import TestClient
 from sqlmodel import select
 
 from models import AuthSession, Passkey, WebAuthnChallenge
+from tests.helpers import ORIGIN, PASSWORD, Client, query
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, Client, query
 from web import cli
 from web.app import create_app
 from web.settings import ConfigError, Settings
@@ -22,15 +22,8 @@ FROM_RELATED = {"Origin": RELATED, "Sec-Fetch-Site": "cross-site"}
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        secret_key="test-secret-key-" * 3,
-        admin_token="an-admin-token-of-at-least-32-characters",
-        ip_limit_per_minute=0,
-        port=8000,
-        related_origins=(RELATED, "http://localhost:8001"),
-    )
+def settings(settings: Settings) -> Settings:
+    return settings.with_(related_origins=(RELATED, "http://localhost:8001"))
 
 
 # --------------------------------------------------------------------------------------
@@ -186,7 +179,7 @@ def sign_in_with_password(client: Client, **headers: str) -> None:
     client.page("/account")
 
 
-def register_from(client: Client, authn: SoftAuthenticator, origin: str):  # type: ignore[no-untyped-def]
+def register_from(client: Client, authn: SoftAuthenticator, origin: str):
     headers = {"Origin": origin, "Sec-Fetch-Site": "cross-site"} if origin != ORIGIN else {}
     options = client.json_post("/account/passkeys/start", {"name": "Key"}, **headers)
     assert options.status_code == 200, options.text
@@ -196,7 +189,7 @@ def register_from(client: Client, authn: SoftAuthenticator, origin: str):  # typ
     )
 
 
-def passkey_sign_in_from(client: Client, authn: SoftAuthenticator, origin: str):  # type: ignore[no-untyped-def]
+def passkey_sign_in_from(client: Client, authn: SoftAuthenticator, origin: str):
     client.page("/login")
     options = client.json_post("/login/passkey/start", {})
     assert options.status_code == 200, options.text

@@ -18,10 +18,10 @@ WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
 @contextmanager
-def statements(database) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
+def statements(database) -> Iterator[list[str]]:
     seen: list[str] = []
 
-    def record(_conn, _cursor, sql, *_args):  # type: ignore[no-untyped-def]
+    def record(_conn, _cursor, sql, *_args):
         seen.append(" ".join(sql.split()))
 
     engines = {database.read, database.write}
@@ -59,7 +59,7 @@ class CountingExecutor(Executor):
         self.pool = ThreadPoolExecutor(max_workers=2)
         self.calls: list[str] = []
 
-    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[no-untyped-def]
+    def submit(self, fn, /, *args, **kwargs) -> Future:
         self.calls.append(getattr(fn, "__qualname__", repr(fn)))
         return self.pool.submit(fn, *args, **kwargs)
 

@@ -10,7 +10,6 @@ import html
 from datetime import timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlmodel import select, update
 
@@ -23,25 +22,15 @@ from models import (
     WebAuthnChallenge,
     utcnow,
 )
+from tests.helpers import ORIGIN, PASSWORD, query, reload_user
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, query, reload_user
 from web.admin.app import create_admin_app
 from web.sessions import COOKIE
 from web.tokens import digest
 
 
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import web.passwords
-
-    web.passwords._dummy_hash()
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
-
-
 @pytest.fixture
-def admin(settings, database):  # type: ignore[no-untyped-def]
+def admin(settings, database):
     with TestClient(app=create_admin_app(settings, database)) as api:
 
         def call(document: str) -> dict:
@@ -58,17 +47,17 @@ def admin(settings, database):  # type: ignore[no-untyped-def]
         yield call
 
 
-def passkeys_stored(database) -> list[Passkey]:  # type: ignore[no-untyped-def]
+def passkeys_stored(database) -> list[Passkey]:
     return query(database, select(Passkey))
 
 
-def session_row(database, client) -> AuthSession | None:  # type: ignore[no-untyped-def]
+def session_row(database, client) -> AuthSession | None:
     token = client.cookies.get(COOKIE)
     rows = query(database, select(AuthSession).where(AuthSession.token_hash == digest(token)))
     return rows[0] if rows else None
 
 
-def age_sessions(database, minutes: float) -> None:  # type: ignore[no-untyped-def]
+def age_sessions(database, minutes: float) -> None:
     """The sign-in (and any confirmation) happened `minutes` ago."""
     then = utcnow() - timedelta(minutes=minutes)
     with database.session() as db:
@@ -76,7 +65,7 @@ def age_sessions(database, minutes: float) -> None:  # type: ignore[no-untyped-d
         db.commit()
 
 
-def kinds(database) -> list[str]:  # type: ignore[no-untyped-def]
+def kinds(database) -> list[str]:
     return [e.kind for e in query(database, select(SecurityEvent).order_by(SecurityEvent.id))]
 
 
@@ -190,7 +179,7 @@ def test_enroll_at_login_is_refused_while_locked(auth, client, database):
 # --------------------------------------------------------------------------------------
 
 
-def counters(database) -> tuple[int, object]:  # type: ignore[no-untyped-def]
+def counters(database) -> tuple[int, object]:
     user = reload_user(database)
     return user.failed_login_count, user.locked_until
 
@@ -210,7 +199,7 @@ def test_a_confirmation_the_action_refuses_checks_no_password(auth, client, data
 def test_an_error_while_checking_gives_the_reservation_back(client, user, database, monkeypatch):
     import web.lockout
 
-    def broken(*_args):  # type: ignore[no-untyped-def]
+    def broken(*_args):
         raise RuntimeError("argon2 crashed")
 
     monkeypatch.setattr(web.lockout, "verify_password", broken)
@@ -226,7 +215,7 @@ def test_leaked_reservations_expire_after_the_busy_window(client, user, database
     for a minute, not forever."""
     import web.lockout
 
-    def broken(*_args):  # type: ignore[no-untyped-def]
+    def broken(*_args):
         raise RuntimeError("argon2 crashed")
 
     with monkeypatch.context() as patch:
@@ -272,7 +261,7 @@ def test_the_busy_window_is_not_a_lock_for_a_correct_password_in_flight(user, da
 # --------------------------------------------------------------------------------------
 
 
-def set_reauth(database, minutes_ago: float) -> None:  # type: ignore[no-untyped-def]
+def set_reauth(database, minutes_ago: float) -> None:
     with database.session() as db:
         db.exec(update(AuthSession).values(reauth_at=utcnow() - timedelta(minutes=minutes_ago)))
         db.commit()
@@ -337,7 +326,7 @@ def test_enabling_with_a_new_passkey_is_refused_when_the_window_passes(
 # --------------------------------------------------------------------------------------
 
 
-def two_factor_on(auth) -> None:  # type: ignore[no-untyped-def]
+def two_factor_on(auth) -> None:
     auth.login()
     assert auth.add_passkey("Key").status_code == 200
     assert auth.enable_2fa().status_code == 200
@@ -452,7 +441,7 @@ def test_sql_errors_are_logged_without_their_parameters(database):
 
     secret = "a-secret-value-of-the-statement"
     with database.session() as db, pytest.raises(SQLAlchemyError) as caught:
-        db.exec(text("INSERT INTO no_such_table (x) VALUES (:x)").bindparams(x=secret))  # type: ignore[call-overload]
+        db.exec(text("INSERT INTO no_such_table (x) VALUES (:x)").bindparams(x=secret))
     assert secret not in str(caught.value)
 
 

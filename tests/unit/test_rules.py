@@ -11,12 +11,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from litestar.testing import TestClient
 from sqlmodel import select, update
 
 from models import AuthSession, Passkey, RecoveryCode, SecurityEvent, WebAuthnChallenge, utcnow
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from web import twofactor
 from web.admin.app import create_admin_app
 from web.errors import Refused
@@ -599,19 +598,8 @@ def test_dates_in_words_and_iso():
 # --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with small parameters: these tests are about the rules, not password cost."""
-    import web.passwords
-
-    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
-
-
 @pytest.fixture
-def admin(settings, database):  # type: ignore[no-untyped-def]
+def admin(settings, database):
     """Calls the admin API (its own app, the same database) and returns `data`."""
     app = create_admin_app(settings, database)
     with TestClient(app=app) as api:
@@ -630,7 +618,7 @@ def admin(settings, database):  # type: ignore[no-untyped-def]
         yield call
 
 
-def set_required(admin, required: bool, username: str = "alice") -> None:  # type: ignore[no-untyped-def]
+def set_required(admin, required: bool, username: str = "alice") -> None:
     value = "true" if required else "false"
     data = admin(
         f'mutation {{ r: setUser2faRequired(username: "{username}", required: {value}) '
@@ -639,7 +627,7 @@ def set_required(admin, required: bool, username: str = "alice") -> None:  # typ
     assert data["r"]["success"]
 
 
-def set_enabled(admin, enabled: bool, username: str = "alice") -> None:  # type: ignore[no-untyped-def]
+def set_enabled(admin, enabled: bool, username: str = "alice") -> None:
     value = "true" if enabled else "false"
     data = admin(
         f'mutation {{ r: setUser2faEnabled(username: "{username}", enabled: {value}) '
@@ -652,12 +640,12 @@ def codes_in(text: str) -> list[str]:
     return CODE_RE.findall(text)
 
 
-def kinds(database) -> list[str]:  # type: ignore[no-untyped-def]
+def kinds(database) -> list[str]:
     rows = query(database, select(SecurityEvent).order_by(SecurityEvent.id))
     return [e.kind for e in rows]
 
 
-def my_session(database, client) -> AuthSession:  # type: ignore[no-untyped-def]
+def my_session(database, client) -> AuthSession:
     token = client.cookies.get(COOKIE)
     assert token, "no session cookie"
     rows = query(database, select(AuthSession).where(AuthSession.token_hash == digest(token)))
@@ -665,19 +653,19 @@ def my_session(database, client) -> AuthSession:  # type: ignore[no-untyped-def]
     return rows[0]
 
 
-def move_step_up(database, minutes_ago: float | None) -> None:  # type: ignore[no-untyped-def]
+def move_step_up(database, minutes_ago: float | None) -> None:
     value = None if minutes_ago is None else utcnow() - timedelta(minutes=minutes_ago)
     with database.session() as db:
         db.exec(update(AuthSession).values(reauth_at=value))
         db.commit()
 
 
-def unused_codes(database) -> int:  # type: ignore[no-untyped-def]
+def unused_codes(database) -> int:
     rows = query(database, select(RecoveryCode))
     return sum(1 for r in rows if r.used_at is None)
 
 
-def enabled_with_passkey(auth, name: str = "Work key") -> list[str]:  # type: ignore[no-untyped-def]
+def enabled_with_passkey(auth, name: str = "Work key") -> list[str]:
     """Sign in, add a passkey, turn 2FA on with it; returns the recovery codes."""
     auth.login()
     assert auth.add_passkey(name).status_code == 200
@@ -689,7 +677,7 @@ def enabled_with_passkey(auth, name: str = "Work key") -> list[str]:  # type: ig
     return codes
 
 
-def add_key(auth, name: str):  # type: ignore[no-untyped-def]
+def add_key(auth, name: str):
     """Another passkey in the same authenticator (as a password manager holds several)."""
     options = auth.client.json_post("/account/passkeys/start", {"name": name})
     assert options.status_code == 200, options.text
@@ -702,7 +690,7 @@ def add_key(auth, name: str):  # type: ignore[no-untyped-def]
     return response
 
 
-def sign_in_partial(auth) -> None:  # type: ignore[no-untyped-def]
+def sign_in_partial(auth) -> None:
     auth.logout()
     auth.client.page("/login")
     response = auth.client.form("/login", {"username": "alice", "password": PASSWORD})

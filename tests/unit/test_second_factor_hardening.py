@@ -10,12 +10,12 @@ from sqlmodel import delete, select, update
 
 from models import AuthSession, Passkey, RecoveryCode, User, utcnow
 from models.session import PARTIAL
+from tests.helpers import ORIGIN, PASSWORD, query, reload_user
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, query, reload_user
 from web import passkeys as passkeys_module
 
 
-def two_factor_user(auth) -> None:  # type: ignore[no-untyped-def]
+def two_factor_user(auth) -> None:
     auth.login()
     assert auth.add_passkey("Key").status_code == 200
     assert auth.enable_2fa().status_code == 200
@@ -111,7 +111,7 @@ def test_a_session_ended_during_the_second_factor_is_a_401(auth, client, databas
     credential = auth.assertion("/login/2fa/passkey/start")
     verify = passkeys_module.verify_authentication
 
-    def verify_then_sign_out_elsewhere(db, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def verify_then_sign_out_elsewhere(db, *args, **kwargs):
         passkey = verify(db, *args, **kwargs)
         db.exec(delete(AuthSession))  # "sign out everywhere" lands in between
         return passkey

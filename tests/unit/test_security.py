@@ -9,9 +9,8 @@ import pytest
 from argon2 import PasswordHasher
 from sqlmodel import select
 
-import web.passwords
 from models import AuthSession, SecurityEvent
-from tests.unit.conftest import ORIGIN, PASSWORD, query, reload_user
+from tests.helpers import ORIGIN, PASSWORD, query, reload_user
 from web.passwords import hash_password, verify_password
 from web.settings import DEFAULT_DATABASE_URL, Settings
 
@@ -21,20 +20,7 @@ CSP = (
 )
 
 
-REAL_HASHER = web.passwords._hasher
-
-
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with small parameters for the sign-ins here; the hashing tests put the
-    product's own hasher back."""
-    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
-
-
-def assert_security_headers(response) -> None:  # type: ignore[no-untyped-def]
+def assert_security_headers(response) -> None:
     assert response.headers["content-security-policy"] == CSP
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "same-origin"
@@ -151,8 +137,7 @@ def test_settings_overrides_win():
 # --------------------------------------------------------------------------------------
 
 
-def test_password_hashing(monkeypatch):
-    monkeypatch.setattr(web.passwords, "_hasher", REAL_HASHER)
+def test_password_hashing(product_hashing):
     hashed = hash_password(PASSWORD)
     assert hashed.startswith("$argon2id$")
     assert PASSWORD not in hashed
@@ -166,8 +151,7 @@ def test_password_hashing(monkeypatch):
     assert parameters is False  # the library's current recommended parameters
 
 
-def test_stored_password_is_argon2id(monkeypatch, settings, database):
-    monkeypatch.setattr(web.passwords, "_hasher", REAL_HASHER)
+def test_stored_password_is_argon2id(product_hashing, settings, database):
     with database.session() as db:
         from web.users import create_user
 

@@ -153,6 +153,19 @@ def test_favicon_is_served_with_the_security_headers_and_linked(client):
     assert '<link rel="icon" type="image/svg+xml" href="/static/favicon.svg">' in page.text
 
 
+def test_the_conventional_favicon_address_answers_the_icon_with_a_long_cache(client):
+    """Browsers and tools that skip the <link> ask /favicon.ico: the same icon, no 404."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/svg+xml"
+    assert response.content == client.get("/static/favicon.svg").content
+    cache = response.headers["cache-control"]
+    assert cache.startswith("public, max-age=")
+    assert int(cache.rsplit("=", 1)[1]) >= 7 * 24 * 3600
+    assert "set-cookie" not in response.headers  # cacheable by anyone
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
 CHROME = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"

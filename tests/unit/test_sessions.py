@@ -9,33 +9,21 @@ import html
 from datetime import timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from sqlmodel import select, update
 
 from models import AuthSession, SecurityEvent, User, utcnow
-from tests.unit.conftest import ORIGIN, PASSWORD, Client, query, reload_user
+from tests.helpers import ORIGIN, PASSWORD, Client, query, reload_user
 from web.app import create_app
 from web.sessions import COOKIE
 from web.signin import BAD_CREDENTIALS, LOCKED
 
 
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2id with small parameters: these tests are about sessions, not password cost."""
-    import web.passwords
-
-    web.passwords._dummy_hash()  # keep the unknown-user timing hash at full strength
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
-
-
-def sign_in(client: Client, username: str = "alice", password: str = PASSWORD, **extra: str):  # type: ignore[no-untyped-def]
+def sign_in(client: Client, username: str = "alice", password: str = PASSWORD, **extra: str):
     client.page("/login")
     return client.form("/login", {"username": username, "password": password, **extra})
 
 
-def session_cookie(response) -> str:  # type: ignore[no-untyped-def]
+def session_cookie(response) -> str:
     """The Set-Cookie header that carries the session token."""
     names = (f"{COOKIE}=", f"__Host-{COOKIE}=")  # __Host- when Secure (SPEC §7, rev 2)
     found = [c for c in response.headers.get_list("set-cookie") if c.startswith(names)]
@@ -48,11 +36,11 @@ def attributes(set_cookie: str) -> dict[str, str]:
     return {p.split("=", 1)[0].lower(): (p.split("=", 1) + [""])[1] for p in parts[1:]}
 
 
-def rows(database) -> list[AuthSession]:  # type: ignore[no-untyped-def]
+def rows(database) -> list[AuthSession]:
     return query(database, select(AuthSession).order_by(AuthSession.id))
 
 
-def shift(database, **ago: timedelta) -> None:  # type: ignore[no-untyped-def]
+def shift(database, **ago: timedelta) -> None:
     """Move session timestamps into the past: shift(db, last_seen_at=timedelta(hours=2))."""
     now = utcnow()
     with database.session() as db:
@@ -60,7 +48,7 @@ def shift(database, **ago: timedelta) -> None:  # type: ignore[no-untyped-def]
         db.commit()
 
 
-def stranger(app, token: str) -> Client:  # type: ignore[no-untyped-def]
+def stranger(app, token: str) -> Client:
     """Another browser that presents `token` as its session cookie (no lifespan of its own,
     like conftest's make_client)."""
     other = Client(app=app, base_url=ORIGIN)
@@ -68,7 +56,7 @@ def stranger(app, token: str) -> Client:  # type: ignore[no-untyped-def]
     return other
 
 
-def turn_on_2fa(database) -> None:  # type: ignore[no-untyped-def]
+def turn_on_2fa(database) -> None:
     with database.session() as db:
         db.exec(update(User).values(user_2fa_enabled=True, user_2fa_enabled_at=utcnow()))
         db.commit()
@@ -328,7 +316,7 @@ def test_logout_without_session_is_harmless(client, user, database):
 # --------------------------------------------------------------------------------------
 
 
-def alert_of(response) -> str:  # type: ignore[no-untyped-def]
+def alert_of(response) -> str:
     text = html.unescape(response.text)
     start = text.index('role="alert">') + len('role="alert">')
     return text[start : text.index("</div>", start)].strip()

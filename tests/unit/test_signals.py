@@ -8,32 +8,21 @@ from __future__ import annotations
 import re
 
 import pytest
-from argon2 import PasswordHasher
 from sqlmodel import select, update
 from webauthn.helpers import bytes_to_base64url
 
 from models import AuthSession, Passkey, WebAuthnChallenge, utcnow
+from tests.helpers import ORIGIN, query, reload_user
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, query, reload_user
 
 NOT_REGISTERED = "That passkey is not registered with this account."
 
 
-@pytest.fixture(autouse=True)
-def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import web.passwords
-
-    web.passwords._dummy_hash()
-    monkeypatch.setattr(
-        web.passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
-
-
-def ids(database) -> list[str]:  # type: ignore[no-untyped-def]
+def ids(database) -> list[str]:
     return [bytes_to_base64url(p.credential_id) for p in query(database, select(Passkey))]
 
 
-def sign_in_options(client) -> dict:  # type: ignore[no-untyped-def]
+def sign_in_options(client) -> dict:
     client.form("/logout")
     client.page("/login")
     response = client.json_post("/login/passkey/start", {})
@@ -41,7 +30,7 @@ def sign_in_options(client) -> dict:  # type: ignore[no-untyped-def]
     return response.json()
 
 
-def fresh_confirmation(database) -> None:  # type: ignore[no-untyped-def]
+def fresh_confirmation(database) -> None:
     """Removal needs recent authentication: as if the user had just confirmed it."""
     with database.session() as db:
         db.exec(update(AuthSession).values(reauth_at=utcnow()))

@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import select
 
 from models import AuthSession, Passkey, RecoveryCode
+from tests.helpers import ORIGIN, query, reload_user
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, query, reload_user
 
 
 def test_password_sign_in_reaches_account_page(auth, client):

@@ -16,7 +16,7 @@ from litestar.testing import TestClient
 from sqlmodel import select, update
 
 from models import AuthSession, Passkey, RecoveryCode, SecurityEvent, User, utcnow
-from tests.unit.conftest import PASSWORD, query, reload_user
+from tests.helpers import PASSWORD, query, reload_user
 from tests.unit.test_admin import TOKEN, set_enabled
 from tests.unit.test_rules import enabled_with_passkey, kinds, sign_in_partial
 from web import passwords, ratelimit, twofactor
@@ -246,7 +246,7 @@ def test_password_hashing_runs_in_a_bounded_pool(monkeypatch):
     lock = threading.Lock()
 
     class Slow:
-        def verify(self, stored, password):  # type: ignore[no-untyped-def]
+        def verify(self, stored, password):
             nonlocal running, most
             with lock:
                 running += 1
