@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import Locator, Page, Request, expect
 
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     Authenticator,
     Server,
     add_authenticator,

@@ -30,7 +30,7 @@ from models import (
 )
 from models.challenge import Purpose
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from web import account, passwords, sessions, signin, twofactor
 from web.client import ClientInfo
 from web.db import Database

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from models import AuthSession, User, utcnow
 from tests.softauthn import SoftAuthenticator
-from tests.unit.conftest import ORIGIN, PASSWORD, Auth, Client
+from tests.helpers import ORIGIN, PASSWORD, Auth, Client
 from web import sections, twofactor
 from web.db import Database
 from web.sessions import Viewer
