@@ -29,8 +29,8 @@ from models import (
     utcnow,
 )
 from models.challenge import Purpose
-from tests.softauthn import SoftAuthenticator
 from tests.helpers import PASSWORD
+from tests.softauthn import SoftAuthenticator
 from web import account, passwords, sessions, signin, twofactor
 from web.client import ClientInfo
 from web.db import Database

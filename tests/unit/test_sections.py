@@ -16,8 +16,8 @@ from sqlalchemy import event
 from sqlmodel import Session, col, select
 
 from models import AuthSession, User, utcnow
-from tests.softauthn import SoftAuthenticator
 from tests.helpers import ORIGIN, PASSWORD, Auth, Client
+from tests.softauthn import SoftAuthenticator
 from web import sections, twofactor
 from web.db import Database
 from web.sessions import Viewer
