@@ -60,7 +60,8 @@ class Facts:
     @cached_property
     def codes(self) -> recovery.Summary:
         """The recovery codes (none are looked up while 2FA is off: none are shown)."""
-        return recovery.summary(self.db, self.user.pk) if self.effective else recovery.NONE
+        shown = twofactor.shows_recovery_codes(self.user, self.now)
+        return recovery.summary(self.db, self.user.pk) if shown else recovery.NONE
 
     @cached_property
     def live_sessions(self) -> list[AuthSession]:
