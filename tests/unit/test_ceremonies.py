@@ -10,13 +10,12 @@ services (Decision.require, enroll_at_login_step, …) are checked at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from sqlmodel import Session, col, select, update
 
 from models import (
@@ -31,7 +30,7 @@ from models import (
 from models.challenge import Purpose
 from tests.helpers import PASSWORD
 from tests.softauthn import SoftAuthenticator
-from web import account, passwords, sessions, signin, twofactor
+from web import account, sessions, signin, twofactor
 from web.client import ClientInfo
 from web.db import Database
 from web.errors import Refused
@@ -42,17 +41,6 @@ from web.users import create_user
 
 CLIENT = ClientInfo(ip="192.0.2.10", user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0")
 EXPIRED = "expired or was already used"
-
-
-@pytest.fixture(autouse=True)
-def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """argon2id at its lowest cost: these tests are about ceremonies, not hashing."""
-    monkeypatch.setattr(
-        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    )
-    passwords._dummy_hash.cache_clear()
-    yield
-    passwords._dummy_hash.cache_clear()
 
 
 # ----------------------------------------------------------------------------- the world
