@@ -10,6 +10,8 @@ import multiprocessing
 import signal
 import socket
 import sys
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
@@ -99,11 +101,14 @@ async def _serve(
     sockets: list[socket.socket | None],
     settings: Settings,
     with_cleanup: bool,
+    workers: Sequence[BaseProcess] = (),
 ) -> None:
     tasks = [
         asyncio.create_task(s.serve(sockets=[k] if k else None))
         for s, k in zip(servers, sockets, strict=True)
     ]
+    if workers:  # the user site's processes: when the last one has ended, so does this one
+        tasks.append(asyncio.create_task(_while_alive(workers)))
     background: list[asyncio.Task[None]] = []  # clean-up, reminders, mail: cancelled at the end
     if with_cleanup and settings.cleanup_interval > 0:
         background.append(asyncio.create_task(_cleanup_forever(settings)))
@@ -120,6 +125,11 @@ async def _serve(
     for task in background:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _while_alive(workers: Sequence[BaseProcess]) -> None:
+    while any(worker.is_alive() for worker in workers):
+        await asyncio.sleep(1)
 
 
 def _stop_quietly(signum: int, frame: FrameType | None) -> None:
@@ -197,12 +207,12 @@ def serve(args: argparse.Namespace) -> None:
     try:
         for worker in workers:
             worker.start()
+        # This process runs the background jobs (clean-up, reminders, mail), with or without
+        # the admin listener, until the workers end or a signal stops it.
         servers = [_admin_server(settings, args.admin_host, args.admin_port)] if admin_on else []
-        if servers:
-            asyncio.run(_serve(servers, [None], settings, with_cleanup=True))
-        else:
-            for worker in workers:
-                worker.join()
+        asyncio.run(
+            _serve(servers, [None] * len(servers), settings, with_cleanup=True, workers=workers)
+        )
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
         for worker in workers:

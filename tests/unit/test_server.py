@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import PASSWORD
+from tests.smtp import SmtpServer
+from web import events
 from web.db import connect
 from web.settings import Settings
+from web.users import create_user
 from web.views import browser_and_os
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +39,9 @@ def get(url: str) -> int:
 
 
 @contextmanager
-def serving(database_url: str, tmp_path: Path, workers: int, admin: bool) -> Iterator[dict]:
+def serving(
+    database_url: str, tmp_path: Path, workers: int, admin: bool, **env: str
+) -> Iterator[dict]:
     """`barycenter-account serve` in its own process group; yields what a test needs."""
     port = free_port()
     out = tmp_path / f"serve-{port}.log"
@@ -50,6 +56,7 @@ def serving(database_url: str, tmp_path: Path, workers: int, admin: bool) -> Ite
                 "BARYCENTER_DATABASE_URL": database_url,
                 "BARYCENTER_SECRET_KEY": "serve-test-" + "x" * 32,
                 "BARYCENTER_ADMIN_TOKEN": "serve-test-token-of-thirty-two-characters",
+                **env,
             },
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -140,6 +147,29 @@ def test_each_worker_listens_on_its_own_socket_serves_and_stops_quietly_on_ctrl_
 def test_sigterm_stops_the_server_and_its_admin_listener_quietly(database_url, tmp_path, workers):
     with serving(database_url, tmp_path, workers=workers, admin=True) as server:
         stop_and_check_quiet(server, signal.SIGTERM, to_group=False)
+
+
+def test_workers_without_an_admin_listener_still_send_mail_and_stop_on_sigterm(
+    database_url, tmp_path
+):
+    """`serve --workers 2 --admin-port 0`: the parent process still runs the background jobs
+    (the outbox sender among them), and SIGTERM to it alone stops the workers too."""
+    smtp = SmtpServer().start()
+    try:
+        database = connect(database_url)
+        with database.session() as db:
+            user = create_user(db, "mia", PASSWORD, email="mia@example.com", actor="admin")
+            events.record(db, user.pk, "passkey_added", name="Work laptop")
+            db.commit()
+        with serving(
+            database_url, tmp_path, workers=2, admin=False, BARYCENTER_SMTP_URL=smtp.url
+        ) as server:
+            received = smtp.inbox.wait_for(1, timeout=30)
+            assert len(received) == 1, server["log"].read_text()
+            assert received[0].recipients == ["mia@example.com"]
+            stop_and_check_quiet(server, signal.SIGTERM, to_group=False)
+    finally:
+        smtp.stop()
 
 
 def test_favicon_is_served_with_the_security_headers_and_linked(client):
