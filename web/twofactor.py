@@ -188,12 +188,6 @@ def card_state(user: UserFlags, now: datetime | None = None) -> CardState:
 ALREADY_REQUIRED = "Your administrator already requires two-factor authentication."
 
 
-def _requirement_applies(user: UserFlags) -> bool:
-    """An administrator's requirement is in force (issue 11 adds the grace period here:
-    `requirement_in_force(user, now)`)."""
-    return user.requires_2fa
-
-
 def pending_words(user: UserFlags, now: datetime | None = None) -> str:
     """ "Required by your administrator from 8 December 2026, 14:05 UTC" while pending, else "".
     Templates show REQUIRED_FROM and the date (in a <time>) from the same facts."""
