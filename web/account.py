@@ -4,8 +4,10 @@ Each passkey ceremony is a pair, side by side: `start_…` (asks the rules, stor
 challenge for its `Purpose`, returns the options) and `finish_…` (through
 `web.ceremony.finish`: consumes the challenge, asks the rules again on fresh data, applies
 the effect). Every function is given the `Actor` and owns its transaction: handlers never
-commit. None changes what it was given; a result carries the person and the session as
-they are now (`Changed`), or the question to ask first (`AskFirst`).
+commit. Callers render from the result, which carries the person and the session as they
+are now (`Changed`), or the question to ask first (`AskFirst`); the objects a function was
+given may have been refreshed in place (the ORM session's identity map), and are not to be
+read after it.
 
 The rules come from `web.twofactor`; this module only applies them, after locking the
 user's row so that concurrent requests decide on fresh data.

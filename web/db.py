@@ -130,8 +130,10 @@ def provide_db(request: Request) -> Iterator[Session]:
 
 @contextmanager
 def transaction(db: Session) -> Iterator[None]:
-    """A service's transaction: committed when the block ends, rolled back when it raises
-    (a refusal changes nothing). Services own their transaction; handlers never commit."""
+    """A service's transaction: committed when the block ends, rolled back when it raises.
+    Services own their transaction; handlers never commit. What a service committed on
+    purpose before refusing stays (a counted failed attempt: web/lockout.py); the rest of
+    a refused change is rolled back."""
     try:
         yield
     except BaseException:

@@ -61,7 +61,7 @@ def account(
     *, required: bool = False, enabled: bool = False, passkeys: list[PasskeyView] | None = None,
     remaining: int = 10, required_from: datetime | None = None, **state: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """An account page context in a given state (same keys as web.views.account_context)."""
+    """An account page context in a given state (the same keys as web.sections.page gives the page)."""
     user = SampleUser(
         requires_2fa=required, user_2fa_enabled=enabled, requires_2fa_from=required_from
     )

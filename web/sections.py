@@ -50,10 +50,6 @@ class Facts:
         return self.viewer.user
 
     @cached_property
-    def effective(self) -> bool:
-        return twofactor.effective(self.user, self.now)
-
-    @cached_property
     def passkeys(self) -> list[Passkey]:
         return passkeys_of(self.db, self.user.pk)
 
