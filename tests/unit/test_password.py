@@ -237,6 +237,7 @@ def test_create_user_with_email(database, database_url):
     assert reload_user(database, "bob").email == "Bob@example.com"
 
 
+@pytest.mark.crowded
 def test_twelve_identical_changes_at_once_change_it_once(auth, client, make_client, database):
     from concurrent.futures import ThreadPoolExecutor
 

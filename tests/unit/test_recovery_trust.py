@@ -9,6 +9,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+import pytest
 from sqlmodel import select
 
 from models import AuthSession, Passkey, RecoveryCode, SecurityEvent
@@ -42,6 +43,7 @@ def test_turning_2fa_on_keeps_codes_that_still_work(auth, client, database, admi
     assert {r.code_hash for r in query(database, select(RecoveryCode))} == hashes
 
 
+@pytest.mark.crowded
 def test_twelve_identical_answers_regenerate_once(auth, client, database):
     enabled_with_passkey(auth)
     question = client.htmx("GET", "/account/recovery-codes/regenerate")
