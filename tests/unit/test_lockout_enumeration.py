@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
 from sqlmodel import select
 
 from models import UnknownNameCounter, utcnow
@@ -67,8 +68,9 @@ def test_the_unknown_name_is_stored_only_as_a_digest(client, database):
     assert "nobody" not in dump.lower()
 
 
-def test_twelve_attempts_at_once_on_an_unknown_name_check_at_most_five(
-    client, make_client, database, monkeypatch
+@pytest.mark.parametrize("username", ["alice", "nobody"])
+def test_twelve_attempts_at_once_check_at_most_five_known_or_not(
+    username, client, make_client, user, database, monkeypatch
 ):
     checking, most, guard = 0, 0, threading.Lock()
     real_verify = lockout.verify_password
@@ -89,14 +91,14 @@ def test_twelve_attempts_at_once_on_an_unknown_name_check_at_most_five(
         each.page("/login")
 
     def attempt(each: Client):
-        return each.form("/login", {"username": "nobody", "password": "wrong password"})
+        return each.form("/login", {"username": username, "password": "wrong password"})
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         statuses = [r.status_code for r in pool.map(attempt, clients)]
 
     assert set(statuses) <= {401, 429}, statuses
     assert 1 <= statuses.count(401) <= 5 and most <= 5, (statuses, most)
-    assert sign_in(client, "nobody", "wrong password").status_code == 429
+    assert sign_in(client, username, PASSWORD).status_code == 429
 
 
 def test_an_error_while_checking_gives_the_reservation_back(client, database, monkeypatch):
