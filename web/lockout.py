@@ -65,7 +65,8 @@ def give_back(db: Session, user_id: int) -> None:
     (twofactor.BUSY) bounds what is left."""
     taken = col(User.failed_login_count) > 0
     statement = update(User).where(col(User.id) == user_id, taken)
-    _give_back(db, statement.values(failed_login_count=User.failed_login_count - 1), "a user")
+    count_down = User.failed_login_count - 1
+    _give_back(db, statement.values(failed_login_count=count_down), f"user {user_id}")
 
 
 def _give_back(db: Session, statement: Update, whose: str) -> None:
