@@ -5,7 +5,7 @@ from models.challenge import WebAuthnChallenge
 from models.event import SecurityEvent
 from models.notification import Notification
 from models.passkey import Passkey
-from models.rate import RateCounter
+from models.rate import RateCounter, UnknownNameCounter
 from models.recovery import RecoveryCode
 from models.session import AuthSession
 from models.user import User
@@ -17,6 +17,7 @@ __all__ = [
     "RateCounter",
     "RecoveryCode",
     "SecurityEvent",
+    "UnknownNameCounter",
     "User",
     "WebAuthnChallenge",
     "utcnow",

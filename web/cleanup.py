@@ -1,4 +1,5 @@
-"""Deleting what has expired: sessions, challenges, rate counters, very old events."""
+"""Deleting what has expired: sessions, challenges, rate and lockout counters, very old
+events."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ from datetime import timedelta
 
 from sqlmodel import col, delete, or_, select
 
-from models import AuthSession, Notification, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
+from models import (
+    AuthSession,
+    Notification,
+    RateCounter,
+    SecurityEvent,
+    UnknownNameCounter,
+    WebAuthnChallenge,
+    utcnow,
+)
 from models.session import FULL, PARTIAL
 from web import sessions
 from web.db import Database
@@ -15,6 +24,11 @@ from web.settings import Settings
 EVENT_RETENTION = timedelta(days=365)
 NOTIFICATION_RETENTION = timedelta(days=30)
 """Sent (or given-up) messages are kept a month for looking into delivery, then deleted."""
+UNKNOWN_NAME_RETENTION = timedelta(days=30)
+"""The counter of an unknown username whose hold is over is deleted (an ended hold is
+forgotten anyway, twofactor.reserve_attempt); one with 1–4 failures and no hold (a known
+user's would stay until a sign-in) after a month without attempts, so the table stays
+bounded."""
 
 
 def cleanup(database: Database, settings: Settings) -> dict[str, int]:
@@ -43,6 +57,14 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
             "rate_counters": db.exec(
                 delete(RateCounter).where(
                     col(RateCounter.window_start) < now - timedelta(minutes=2)
+                )
+            ).rowcount,
+            "unknown_name_counters": db.exec(
+                delete(UnknownNameCounter).where(
+                    or_(
+                        col(UnknownNameCounter.locked_until) <= now,
+                        col(UnknownNameCounter.last_attempt_at) < now - UNKNOWN_NAME_RETENTION,
+                    )
                 )
             ).rowcount,
             "notifications": db.exec(

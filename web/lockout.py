@@ -1,20 +1,25 @@
 """The lockout (SPEC §5.1, §9): one counter per user for passwords — sign-in, "Confirm it's
 you", current password — and second-factor failures; at most 5 checked per window however
-many arrive at once; every attempt while locked is a 429 with Retry-After."""
+many arrive at once; every attempt while locked is a 429 with Retry-After. A username no
+account has is counted and held by the same rules (its own counter, keyed by a digest of
+the name), so the answers never tell which usernames exist."""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, NoReturn
 
+from sqlalchemy import Update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
 
-from models import User, utcnow
+from models import UnknownNameCounter, User, utcnow
 from web import events, sessions, twofactor
 from web.client import ClientInfo
 from web.errors import Refused
 from web.passwords import verify_password
-from web.users import lock_user
+from web.users import lock_user, unknown_name_key
 
 BAD_CREDENTIALS = "Incorrect username or password."
 log = logging.getLogger("barycenter")
@@ -58,17 +63,20 @@ def give_back(db: Session, user_id: int) -> None:
     """An attempt that ended without a verdict (an error while checking it): its reservation
     is given back in a transaction of its own. Should even that fail, the busy window
     (twofactor.BUSY) bounds what is left."""
+    taken = col(User.failed_login_count) > 0
+    statement = update(User).where(col(User.id) == user_id, taken)
+    count_down = User.failed_login_count - 1
+    _give_back(db, statement.values(failed_login_count=count_down), f"user {user_id}")
+
+
+def _give_back(db: Session, statement: Update, whose: str) -> None:
     try:
         db.rollback()
-        db.exec(
-            update(User)
-            .where(col(User.id) == user_id, col(User.failed_login_count) > 0)
-            .values(failed_login_count=User.failed_login_count - 1)
-        )
+        db.exec(statement)
         db.commit()
     except Exception:  # the original error matters more; the window ends the hold anyway
         db.rollback()
-        log.warning("could not give back a lockout reservation of user %s", user_id)
+        log.warning("could not give back a lockout reservation of %s", whose)
 
 
 def count_failure(db: Session, user_id: int, count: int, client: ClientInfo, kind: str) -> bool:
@@ -127,3 +135,61 @@ def check_password(
     if not correct:
         raise Refused(401, BAD_CREDENTIALS)
     return user
+
+
+# ---- a username no account has ---------------------------------------------------------
+
+
+def refuse_unknown_name(db: Session, username: str, password: str) -> NoReturn:
+    """A password sign-in with a username no account has, answered as a wrong password of a
+    known one: reserved under the name's counter row lock, the same argon2 work, the 5th
+    failure holds it for 15 minutes (twofactor's rules, like reserve_attempt and
+    count_failure); 401, or 429 with Retry-After while held."""
+    key = unknown_name_key(username)
+    count = _reserve_unknown_name(db, key)
+    try:
+        verify_password(None, password)
+        locked_until = twofactor.lock_after_failure(count, utcnow())
+        if locked_until is not None:
+            db.exec(
+                update(UnknownNameCounter)
+                .where(col(UnknownNameCounter.key) == key)
+                .values(locked_until=locked_until, failed_login_count=0)
+            )
+        db.commit()
+    except BaseException:
+        taken = col(UnknownNameCounter.failed_login_count) > 0
+        statement = update(UnknownNameCounter).where(col(UnknownNameCounter.key) == key, taken)
+        count_down = UnknownNameCounter.failed_login_count - 1
+        _give_back(db, statement.values(failed_login_count=count_down), "an unknown name")
+        raise
+    raise Refused(401, BAD_CREDENTIALS)
+
+
+def _reserve_unknown_name(db: Session, key: str) -> int:
+    """reserve_attempt for the counter of an unknown name (created on its first attempt)."""
+    now = utcnow()
+    row = _lock_unknown_name(db, key, now)
+    reserved = twofactor.reserve_attempt(row.failed_login_count, row.locked_until, now)
+    if reserved is None:
+        count, locked_until = row.failed_login_count, row.locked_until
+        db.rollback()
+        refuse_locked(count, locked_until, now)
+    row.failed_login_count, row.locked_until = reserved
+    row.last_attempt_at = now
+    db.add(row)
+    db.commit()  # no transaction (nor SQLite write lock) is held during the argon2 work
+    return row.failed_login_count
+
+
+def _lock_unknown_name(db: Session, key: str, now: datetime) -> UnknownNameCounter:
+    """The name's counter row, inserted if missing (a concurrent insert wins: its row is
+    used), then re-read FOR UPDATE like lock_user, so concurrent attempts queue on it."""
+    fresh = select(UnknownNameCounter).where(col(UnknownNameCounter.key) == key)
+    if db.exec(fresh).first() is None:
+        try:
+            with db.begin_nested():
+                db.add(UnknownNameCounter(key=key, last_attempt_at=now))
+        except IntegrityError:
+            pass  # another attempt created it first; its row lock is waited for below
+    return db.exec(fresh.with_for_update().execution_options(populate_existing=True)).one()

@@ -26,7 +26,7 @@ from web.client import ClientInfo
 from web.db import transaction
 from web.errors import Refused
 from web.lockout import BAD_CREDENTIALS, check_password, release_attempt
-from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
+from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash
 from web.sessions import Actor
 from web.settings import Settings
 from web.users import lock_user
@@ -85,16 +85,16 @@ def _codes_if_none(db: Session, user_id: int, client: ClientInfo) -> list[str]:
 
 
 def password_sign_in(db: Session, visitor: Visitor, username: str, password: str) -> SignedIn:
-    """Unknown user and wrong password: the same message, the same argon2 work."""
+    """Unknown user and wrong password: the same message, the same argon2 work, the same
+    lockout (web.lockout)."""
     if not username or not password:
         raise Refused(422, "Enter your username and password.")
     if len(username) > 64 or len(password) > MAX_PASSWORD_LENGTH:
         raise Refused(401, BAD_CREDENTIALS)
     found = user_by_username(db, username)
     db.commit()
-    if found is None:
-        verify_password(None, password)  # the same argon2 work as a wrong password
-        raise Refused(401, BAD_CREDENTIALS)
+    if found is None:  # counted, checked and held like a known name's wrong password
+        lockout.refuse_unknown_name(db, username, password)
     client = visitor.client
     user = check_password(db, found.pk, password, client, fail_kind="sign_in_failed")
     with transaction(db):

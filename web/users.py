@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, delete, select
 
-from models import User
+from models import UnknownNameCounter, User
 from models.user import USERNAME_RE, normalize_username, user_by_username
-from web import events
+from web import events, tokens
 from web.addresses import normalize_email
 from web.errors import Refused
 from web.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
@@ -25,6 +25,12 @@ def lock_user(db: Session, user_id: int) -> User:
         .execution_options(populate_existing=True)
     ).one()
     return user
+
+
+def unknown_name_key(username: str) -> str:
+    """The lockout counter's key of a username no account has: a digest of the name as
+    sign-in compares it (never the name itself)."""
+    return tokens.digest(normalize_username(username))
 
 
 def validate_new_user(username: str, password: str, display_name: str | None) -> None:
@@ -48,7 +54,8 @@ def create_user(
     email: str | None = None,
 ) -> User:
     """Validate, hash and store a new user (commits). A taken username is a 409; an invalid
-    email address a 422 (stored normalised, see web.addresses)."""
+    email address a 422 (stored normalised, see web.addresses). Failed sign-ins counted
+    while no account had the name are forgotten: a new account does not start locked."""
     validate_new_user(username, password, display_name)
     address = normalize_email(email) if email is not None else None
     if user_by_username(db, username) is not None:
@@ -64,6 +71,8 @@ def create_user(
     try:
         db.flush()
         events.record(db, user.pk, "user_created", actor=actor)
+        key = unknown_name_key(username)
+        db.exec(delete(UnknownNameCounter).where(col(UnknownNameCounter.key) == key))
         db.commit()
     except IntegrityError as exc:
         db.rollback()
