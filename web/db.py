@@ -8,7 +8,7 @@ failing half-way; reads use the ordinary engine. PostgreSQL uses one engine for 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,13 +113,14 @@ SAFE_METHODS: frozenset[Method] = frozenset({"GET", "HEAD", "OPTIONS"})
 pass CSRF and the Origin checks, and write nothing but the once-a-minute session touch."""
 
 
-def provide_db(request: Request) -> Iterator[Session]:
+async def provide_db(request: Request) -> AsyncIterator[Session]:
     """One session per request; services commit explicitly, anything left is rolled back.
 
-    Litestar runs the clean-up of a plain generator dependency in the thread pool (one hop
-    per request). As an async generator (close on the event loop) it measured worse: more
-    503s and lower throughput of concurrent ceremony finishes on SQLite (A/B twice, 1,000
-    finishes at 16 connections), so it stays a plain generator."""
+    An async generator, so that the clean-up runs on the event loop the moment the handler
+    is done. As a plain generator Litestar ran it in the thread pool: a handler that read
+    after its service committed (the page it answers with) held SQLite's write lock until
+    a pool thread was free — and under 16 concurrent ceremony finishes every pool thread
+    was waiting for that lock, so each finish waited out the 5 s busy timeout (503s)."""
     database: Database = request.app.state.database
     session = database.session(write=request.method not in SAFE_METHODS)
     try:

@@ -159,3 +159,30 @@ def test_twelve_wrong_passwords_at_once_check_at_most_five(server, round_):
     assert not any("session" in c for c in right.headers.get_list("set-cookie"))
     for user in users:
         user.close()
+
+
+def test_sixteen_passkey_sign_ins_at_once_all_succeed(server, member):
+    """Sixteen browsers finish a passkey sign-in at the same moment. Each answer reads after
+    its commit (the passkeys the password manager should keep), so on SQLite it holds the
+    write lock again until its request's database session is closed: closed in the thread
+    pool, that waited for a pool thread while every pool thread waited for the lock, and the
+    finishes ran into the busy timeout (503) one after another. None may fail."""
+    _, user = member
+    finishes = []
+    for _ in range(16):
+        browser = ServerClient(server.base_url)
+        browser.page("/login")
+        options = browser.json_post("/login/passkey/start", {})
+        assert options.status_code == 200, options.text
+        # like a synced passkey: no signature counter, so the order of arrival doesn't matter
+        credential = user.authn.authenticate(options.json(), sign_count=0)
+        finishes.append((browser, {"credential": credential}))
+    statuses = at_once(
+        *[
+            (lambda b=browser, body=body: b.json_post("/login/passkey/finish", body).status_code)
+            for browser, body in finishes
+        ]
+    )
+    assert statuses == [200] * 16, statuses
+    for browser, _ in finishes:
+        browser.close()
