@@ -9,7 +9,6 @@ where the state has colours of its own), so the states cost a swap each, not a s
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from playwright.sync_api import BrowserContext, Page, expect
 
@@ -21,49 +20,16 @@ from tests.helpers.e2e import (
     add_authenticator,
     add_passkey,
     check_accessibility,
+    check_light_and_dark,
+    expect_focus_on_heading,
+    expect_visible_focus_ring,
+    focused,
     make_stale,
     sign_in,
+    tab_to,
 )
 
 ACCOUNT = "Account security"
-
-
-def settle_transitions(page: Page) -> None:
-    """Switching the colour scheme starts the buttons' colour transitions: let them end
-    before axe measures contrast."""
-    page.evaluate("() => Promise.all(document.getAnimations().map((a) => a.finished))")
-
-
-def check_light_and_dark(page: Page, label: str) -> None:
-    """axe in the light and the dark colour scheme (contrast differs), back to light."""
-    check_accessibility(page, f"{label} (light)")
-    page.emulate_media(color_scheme="dark")
-    try:
-        settle_transitions(page)
-        check_accessibility(page, f"{label} (dark)")
-    finally:
-        page.emulate_media(color_scheme="light")
-        settle_transitions(page)
-
-
-def focused(page: Page) -> dict[str, Any]:
-    """What has the keyboard focus: tag, text, accessible label of a field, id."""
-    return page.evaluate(
-        """() => {
-          const e = document.activeElement;
-          return {
-            tag: e.tagName.toLowerCase(),
-            id: e.id,
-            text: (e.textContent || "").trim(),
-            label: e.labels && e.labels.length ? e.labels[0].textContent.trim() : "",
-            value: e.value === undefined ? null : e.value,
-          };
-        }"""
-    )
-
-
-def expect_focus_on_heading(page: Page, text: str) -> None:
-    expect(page.get_by_role("heading", name=text, exact=True)).to_be_focused()
 
 
 def wait_for_account(page: Page) -> None:
@@ -320,24 +286,6 @@ def test_low_recovery_codes_and_two_sessions_pass_axe(
 
 
 # ---- keyboard only ----------------------------------------------------------------------
-
-
-def tab_to(page: Page, name: str, limit: int = 40) -> None:
-    """Press Tab until the focused element's text (or its field's label) is `name`."""
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        now = focused(page)
-        if name in (now["text"], now["label"]):
-            return
-    raise AssertionError(f"{name!r} is not reachable with Tab (last: {focused(page)})")
-
-
-def expect_visible_focus_ring(page: Page) -> None:
-    outline = page.evaluate(
-        "() => { const s = getComputedStyle(document.activeElement);"
-        " return [s.outlineStyle, parseFloat(s.outlineWidth)]; }"
-    )
-    assert outline[0] != "none" and outline[1] >= 2, f"no visible focus ring: {outline}"
 
 
 def test_enable_two_factor_with_the_keyboard_only(

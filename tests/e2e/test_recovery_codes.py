@@ -10,12 +10,6 @@ import re
 from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import create_engine, text
 
-from tests.e2e.test_accessibility import (
-    check_light_and_dark,
-    expect_focus_on_heading,
-    expect_visible_focus_ring,
-    tab_to,
-)
 from tests.helpers.e2e import (
     Authenticator,
     NewContext,
@@ -23,9 +17,13 @@ from tests.helpers.e2e import (
     add_authenticator,
     add_passkey,
     check_accessibility,
+    check_light_and_dark,
+    expect_focus_on_heading,
+    expect_visible_focus_ring,
     put_credentials,
     sign_in,
     sign_out,
+    tab_to,
 )
 
 QUESTION = "Your current codes will stop working."

@@ -1,6 +1,7 @@
 """End-to-end helpers: a real `barycenter-account serve` process on free ports, Debian's
 Chromium settings, a CDP virtual authenticator, and what a person does on a page (sign in,
-add a passkey, sign out) or what axe-core says about it. Fixtures: tests/e2e/conftest.py.
+add a passkey, sign out), what axe-core says about it in the light and the dark colour
+scheme, and where the keyboard focus is. Fixtures: tests/e2e/conftest.py.
 
 Browse http://localhost:PORT (WebAuthn refuses IP addresses as RP IDs).
 """
@@ -219,6 +220,62 @@ def check_accessibility(page: Page, label: str = "") -> None:
         for v in result["violations"]
     ]
     assert not violations, f"axe violations {label}: {violations}"
+
+
+def settle_transitions(page: Page) -> None:
+    """Switching the colour scheme starts the buttons' colour transitions: let them end
+    before axe measures contrast."""
+    page.evaluate("() => Promise.all(document.getAnimations().map((a) => a.finished))")
+
+
+def check_light_and_dark(page: Page, label: str) -> None:
+    """axe in the light and the dark colour scheme (contrast differs), back to light."""
+    check_accessibility(page, f"{label} (light)")
+    page.emulate_media(color_scheme="dark")
+    try:
+        settle_transitions(page)
+        check_accessibility(page, f"{label} (dark)")
+    finally:
+        page.emulate_media(color_scheme="light")
+        settle_transitions(page)
+
+
+def focused(page: Page) -> dict[str, Any]:
+    """What has the keyboard focus: tag, text, accessible label of a field, id."""
+    return page.evaluate(
+        """() => {
+          const e = document.activeElement;
+          return {
+            tag: e.tagName.toLowerCase(),
+            id: e.id,
+            text: (e.textContent || "").trim(),
+            label: e.labels && e.labels.length ? e.labels[0].textContent.trim() : "",
+            value: e.value === undefined ? null : e.value,
+          };
+        }"""
+    )
+
+
+def expect_focus_on_heading(page: Page, text: str) -> None:
+    expect(page.get_by_role("heading", name=text, exact=True)).to_be_focused()
+
+
+def tab_to(page: Page, name: str, limit: int = 40) -> None:
+    """Press Tab until the focused element's text (or its field's label) is `name`."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        now = focused(page)
+        if name in (now["text"], now["label"]):
+            return
+    raise AssertionError(f"{name!r} is not reachable with Tab (last: {focused(page)})")
+
+
+def expect_visible_focus_ring(page: Page) -> None:
+    outline = page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, parseFloat(s.outlineWidth)]; }"
+    )
+    assert outline[0] != "none" and outline[1] >= 2, f"no visible focus ring: {outline}"
 
 
 def put_credentials(authenticator: Authenticator, credentials: list[dict[str, Any]]) -> None:

@@ -1,4 +1,5 @@
-"""Unit fixtures in the flaskr manner: settings → app → client, plus `auth` and `authn`.
+"""Unit fixtures in the flaskr manner: settings → app → client, plus `auth` and `authn`,
+`module_app` (one app a module) and `admin` (calls to the admin API).
 The clients and `Auth` themselves are in tests/helpers."""
 
 from __future__ import annotations
@@ -7,11 +8,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from argon2 import PasswordHasher
+from litestar import Litestar
+from litestar.testing import TestClient
 
 from models import User
 from tests.helpers import ORIGIN, PASSWORD, Auth, Client
 from tests.softauthn import SoftAuthenticator
 from web import passwords
+from web.admin.app import create_admin_app
 from web.app import create_app
 from web.db import Database, connect
 from web.settings import Settings
@@ -72,6 +76,24 @@ def app(settings: Settings, database: Database):
     return create_app(settings, database)
 
 
+@pytest.fixture(scope="module")
+def app_cache() -> dict[str, Litestar]:
+    return {}
+
+
+@pytest.fixture
+def module_app(settings: Settings, database: Database, app_cache: dict[str, Litestar]) -> Litestar:
+    """One app per module, pointed at each test's fresh database and settings: building
+    the app and compiling its templates again for every test cost more than most tests.
+    Requests reach both only through `app.state` (web.routes.common, web.db.provide_db)."""
+    if "app" not in app_cache:
+        app_cache["app"] = create_app(settings, database)
+    shared = app_cache["app"]
+    shared.state.settings = settings
+    shared.state.database = database
+    return shared
+
+
 @pytest.fixture
 def client(app) -> Iterator[Client]:
     with Client(app=app, base_url=ORIGIN) as c:
@@ -104,3 +126,23 @@ def authn() -> SoftAuthenticator:
 @pytest.fixture
 def auth(client: Client, authn: SoftAuthenticator, user: User) -> Auth:
     return Auth(client, authn)
+
+
+@pytest.fixture
+def admin(settings, database):
+    """Calls the admin API (its own app, the same database) and returns `data`."""
+    app = create_admin_app(settings, database)
+    with TestClient(app=app) as api:
+
+        def call(document: str) -> dict:
+            response = api.post(
+                "/graphql",
+                json={"query": document},
+                headers={"Authorization": f"Bearer {settings.admin_token}"},
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert not body.get("errors"), body
+            return body["data"]
+
+        yield call

@@ -11,16 +11,15 @@ from sqlmodel import select
 
 from models import Passkey, SecurityEvent, User, utcnow
 from tests.helpers import query, reload_user
+from tests.helpers.admin_api import RESULT_FIELDS, TOKEN, set_enabled, set_required
 from web import recovery
 from web.admin.app import create_admin_app
 from web.protection import CSP
 
-TOKEN = "admin-token-for-tests-0123456789abcdef"  # the `settings` fixture's admin token
 STATUS_FIELDS = (
     "username subject requires2fa user2faEnabled effective2fa passkeyEnrolled passkeyCount "
     "passkeyEnrolledAt recoveryCodesRemaining"
 )
-RESULT_FIELDS = "success message username requires2fa user2faEnabled effective2fa"
 
 
 @pytest.fixture
@@ -50,22 +49,6 @@ def admin_events(database) -> list[tuple[str, str, str]]:
     return [
         (user.username, event.kind, event.actor) for event, user in rows if event.actor == "admin"
     ]
-
-
-def set_required(username: str, required: bool) -> str:
-    value = "true" if required else "false"
-    return (
-        f'mutation {{ r: setUser2faRequired(username: "{username}", required: {value}) '
-        f"{{ {RESULT_FIELDS} }} }}"
-    )
-
-
-def set_enabled(username: str, enabled: bool) -> str:
-    value = "true" if enabled else "false"
-    return (
-        f'mutation {{ r: setUser2faEnabled(username: "{username}", enabled: {value}) '
-        f"{{ {RESULT_FIELDS} }} }}"
-    )
 
 
 STATUS = f'query {{ s: user2faStatus(username: "alice") {{ {STATUS_FIELDS} }} }}'

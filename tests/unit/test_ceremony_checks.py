@@ -13,7 +13,6 @@ sign-count regression).
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from collections.abc import Callable
@@ -31,17 +30,15 @@ from webauthn.helpers import bytes_to_base64url
 from models import (
     AuthSession,
     Passkey,
-    RecoveryCode,
     SecurityEvent,
     User,
     WebAuthnChallenge,
     utcnow,
 )
 from tests.helpers import ORIGIN, PASSWORD, Auth, Client, query, reload_user
+from tests.helpers.ceremony import refused, snapshot, throwaway_credential
 from tests.softauthn import SoftAuthenticator, b64url, b64url_decode
-from web.app import create_app
 from web.db import Database
-from web.settings import Settings
 from web.users import create_user
 
 EVIL = "https://evil.example"
@@ -52,92 +49,10 @@ BIG = 65 * 1024
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def app_cache() -> dict[str, Litestar]:
-    return {}
-
-
 @pytest.fixture
-def app(settings: Settings, database: Database, app_cache: dict[str, Litestar]) -> Litestar:
-    """One app per module, pointed at each test's fresh database and settings: building
-    the app and compiling its templates again for every test cost more than most tests.
-    Requests reach both only through `app.state` (web.routes.common, web.db.provide_db)."""
-    if "app" not in app_cache:
-        app_cache["app"] = create_app(settings, database)
-    shared = app_cache["app"]
-    shared.state.settings = settings
-    shared.state.database = database
-    return shared
-
-
-def refused(response: Any, status: int | None = None) -> str:
-    """A 4xx JSON refusal with a sentence for a person in "detail"; returns the sentence."""
-    assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
-    if status is not None:
-        assert response.status_code == status, (response.status_code, response.text[:500])
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    detail = response.json()["detail"]
-    assert isinstance(detail, str), detail
-    assert 10 <= len(detail) <= 200, detail
-    assert detail[0].isupper() and detail.rstrip()[-1] in ".!?", detail
-    for leak in ("Traceback", "Exception", "Error", "webauthn", "{", "None", "b'"):
-        assert leak not in detail, detail
-    return detail
-
-
-def snapshot(database: Database) -> dict[str, Any]:
-    """Everything a ceremony may change (challenges and last-seen times aside)."""
-    with database.session(write=False) as db:
-        return {
-            "users": [
-                (
-                    u.id,
-                    u.requires_2fa,
-                    u.user_2fa_enabled,
-                    u.user_2fa_enabled_at,
-                    u.failed_login_count,
-                    u.locked_until,
-                )
-                for u in db.exec(select(User).order_by(col(User.id)))
-            ],
-            "passkeys": [
-                (
-                    p.id,
-                    p.user_id,
-                    p.credential_id,
-                    p.public_key,
-                    p.sign_count,
-                    p.backup_eligible,
-                    p.backup_state,
-                    p.name,
-                    p.last_used_at,
-                )
-                for p in db.exec(select(Passkey).order_by(col(Passkey.id)))
-            ],
-            "sessions": [
-                (
-                    s.id,
-                    s.user_id,
-                    s.token_hash,
-                    s.state,
-                    tuple(s.amr),
-                    s.acr,
-                    s.mfa_verified,
-                    s.passkey_id,
-                    s.reauth_at,
-                    s.expires_at,
-                )
-                for s in db.exec(select(AuthSession).order_by(col(AuthSession.id)))
-            ],
-            "codes": [
-                (c.id, c.user_id, c.code_hash, c.used_at)
-                for c in db.exec(select(RecoveryCode).order_by(col(RecoveryCode.id)))
-            ],
-            "events": [
-                (e.id, e.user_id, e.kind)
-                for e in db.exec(select(SecurityEvent).order_by(col(SecurityEvent.id)))
-            ],
-        }
+def app(module_app: Litestar) -> Litestar:
+    """One app for the whole module (`module_app`, tests/unit/conftest.py)."""
+    return module_app
 
 
 def assert_unchanged(
@@ -153,16 +68,6 @@ def assert_unchanged(
     assert after["users"] == expected_users
     for table in ("passkeys", "sessions", "codes"):
         assert after[table] == before[table], table
-
-
-def throwaway_credential(authn: SoftAuthenticator, handle: bytes = b"nobody") -> bytes:
-    """A credential the authenticator holds but the server never saw."""
-    options = {
-        "challenge": b64url(secrets.token_bytes(32)),
-        "rp": {"id": "localhost"},
-        "user": {"id": b64url(handle)},
-    }
-    return base64.urlsafe_b64decode(authn.register(options)["rawId"] + "==")
 
 
 # --------------------------------------------------------------------------- ceremonies

@@ -19,18 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from litestar import Litestar
 from sqlmodel import col, select, update
 
 from models import AuthSession, Passkey, SecurityEvent, User, WebAuthnChallenge
 from tests.helpers import ORIGIN, PASSWORD, Auth, Client, query, reload_user
+from tests.helpers.ceremony import refused, snapshot, throwaway_credential
 from tests.softauthn import SoftAuthenticator, b64url
-from tests.unit.test_ceremony_checks import (  # noqa: F401  (fixtures used by name)
-    app,
-    app_cache,
-    refused,
-    snapshot,
-    throwaway_credential,
-)
 from web.db import Database
 from web.users import create_user
 
@@ -40,6 +35,12 @@ BOB_PASSWORD = "bob's password 123"
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def app(module_app: Litestar) -> Litestar:
+    """One app for the whole module (`module_app`, tests/unit/conftest.py)."""
+    return module_app
 
 
 def state(database: Database) -> dict[str, Any]:

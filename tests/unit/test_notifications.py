@@ -17,9 +17,9 @@ from sqlmodel import select, update
 
 from models import Notification, User, utcnow
 from tests.helpers import ORIGIN, PASSWORD, Auth, query, reload_user
+from tests.helpers.account import version_in
 from tests.smtp import SmtpServer, self_signed_tls
 from tests.softauthn import SoftAuthenticator
-from tests.unit.test_rules import version_in
 from web import events, mailer
 from web.admin.app import create_admin_app
 from web.mailer import deliver

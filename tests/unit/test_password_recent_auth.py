@@ -8,7 +8,7 @@ from sqlmodel import select
 
 from models import AuthSession
 from tests.helpers import PASSWORD, query, reload_user
-from tests.unit.test_rules import move_step_up
+from tests.helpers.account import move_step_up
 from web.passwords import verify_password
 
 NEW = "plum orbit lantern 1987"

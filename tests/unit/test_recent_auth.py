@@ -13,8 +13,7 @@ from webauthn.helpers import bytes_to_base64url
 
 from models import AuthSession, Passkey, RecoveryCode, User, utcnow
 from tests.helpers import ORIGIN, PASSWORD, query, reload_user
-from tests.softauthn import SoftAuthenticator
-from tests.unit.test_rules import (
+from tests.helpers.account import (
     add_key,
     codes_in,
     enabled_with_passkey,
@@ -22,6 +21,7 @@ from tests.unit.test_rules import (
     move_step_up,
     my_session,
 )
+from tests.softauthn import SoftAuthenticator
 from web.sessions import COOKIE
 
 CONFIRM = "Confirm it's you"

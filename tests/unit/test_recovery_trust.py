@@ -14,8 +14,7 @@ from sqlmodel import select
 
 from models import AuthSession, Passkey, RecoveryCode, SecurityEvent
 from tests.helpers import PASSWORD, query, reload_user
-from tests.unit.test_rules import (  # noqa: F401  (fixtures)
-    admin,
+from tests.helpers.account import (
     codes_in,
     enabled_with_passkey,
     kinds,

@@ -14,16 +14,26 @@ import pytest
 from litestar.testing import TestClient
 from sqlmodel import select, update
 
-from models import AuthSession, Passkey, RecoveryCode, SecurityEvent, WebAuthnChallenge, utcnow
+from models import AuthSession, Passkey, RecoveryCode, WebAuthnChallenge, utcnow
 from tests.helpers import PASSWORD, query, reload_user
+from tests.helpers.account import (
+    add_key,
+    codes_in,
+    enabled_with_passkey,
+    kinds,
+    move_step_up,
+    my_session,
+    set_enabled,
+    set_required,
+    sign_in_partial,
+    unused_codes,
+    version_in,
+)
 from web import twofactor
-from web.admin.app import create_admin_app
 from web.errors import Refused
 from web.sessions import COOKIE
-from web.tokens import digest
 
 ADMIN_REQUIRES = "Your administrator requires two-factor authentication"
-CODE_RE = re.compile(r"<code>([A-Z0-9-]+)</code>")
 
 # --------------------------------------------------------------------------------------
 # The table of SPEC §4, one case per combination
@@ -593,113 +603,6 @@ def test_dates_in_words_and_iso():
     assert twofactor.iso_utc(other_zone.replace(microsecond=123)) == "2026-12-08T14:05:00Z"
 
 
-# --------------------------------------------------------------------------------------
-# Helpers for the handler tests
-# --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def admin(settings, database):
-    """Calls the admin API (its own app, the same database) and returns `data`."""
-    app = create_admin_app(settings, database)
-    with TestClient(app=app) as api:
-
-        def call(document: str) -> dict:
-            response = api.post(
-                "/graphql",
-                json={"query": document},
-                headers={"Authorization": f"Bearer {settings.admin_token}"},
-            )
-            assert response.status_code == 200, response.text
-            body = response.json()
-            assert not body.get("errors"), body
-            return body["data"]
-
-        yield call
-
-
-def set_required(admin, required: bool, username: str = "alice") -> None:
-    value = "true" if required else "false"
-    data = admin(
-        f'mutation {{ r: setUser2faRequired(username: "{username}", required: {value}) '
-        "{ success } }"
-    )
-    assert data["r"]["success"]
-
-
-def set_enabled(admin, enabled: bool, username: str = "alice") -> None:
-    value = "true" if enabled else "false"
-    data = admin(
-        f'mutation {{ r: setUser2faEnabled(username: "{username}", enabled: {value}) '
-        "{ success } }"
-    )
-    assert data["r"]["success"]
-
-
-def codes_in(text: str) -> list[str]:
-    return CODE_RE.findall(text)
-
-
-def kinds(database) -> list[str]:
-    rows = query(database, select(SecurityEvent).order_by(SecurityEvent.id))
-    return [e.kind for e in rows]
-
-
-def my_session(database, client) -> AuthSession:
-    token = client.cookies.get(COOKIE)
-    assert token, "no session cookie"
-    rows = query(database, select(AuthSession).where(AuthSession.token_hash == digest(token)))
-    assert rows, "the cookie names no session"
-    return rows[0]
-
-
-def move_step_up(database, minutes_ago: float | None) -> None:
-    value = None if minutes_ago is None else utcnow() - timedelta(minutes=minutes_ago)
-    with database.session() as db:
-        db.exec(update(AuthSession).values(reauth_at=value))
-        db.commit()
-
-
-def unused_codes(database) -> int:
-    rows = query(database, select(RecoveryCode))
-    return sum(1 for r in rows if r.used_at is None)
-
-
-def enabled_with_passkey(auth, name: str = "Work key") -> list[str]:
-    """Sign in, add a passkey, turn 2FA on with it; returns the recovery codes."""
-    auth.login()
-    assert auth.add_passkey(name).status_code == 200
-    response = auth.enable_2fa()
-    assert response.status_code == 200, response.text
-    codes = codes_in(response.text)
-    assert len(codes) == 10
-    auth.client.page("/account")
-    return codes
-
-
-def add_key(auth, name: str):
-    """Another passkey in the same authenticator (as a password manager holds several)."""
-    options = auth.client.json_post("/account/passkeys/start", {"name": name})
-    assert options.status_code == 200, options.text
-    creation = {**options.json(), "excludeCredentials": []}
-    credential = auth.authn.register(creation)
-    response = auth.client.json_post(
-        "/account/passkeys/finish", {"credential": credential, "name": name}
-    )
-    assert response.status_code == 200, response.text
-    return response
-
-
-def sign_in_partial(auth) -> None:
-    auth.logout()
-    auth.client.page("/login")
-    response = auth.client.form("/login", {"username": "alice", "password": PASSWORD})
-    assert response.status_code == 303
-    assert response.headers["location"] == "/login/2fa"
-    auth.client.page("/login/2fa")
-
-
-# --------------------------------------------------------------------------------------
 # Enabling two-factor authentication
 # --------------------------------------------------------------------------------------
 
@@ -1193,15 +1096,6 @@ def test_remove_step_up_expires_after_10_minutes(auth, client, database):
     done = client.htmx("POST", f"/account/passkeys/{first.id}/remove")
     assert "Passkey removed." in done.text
     assert len(query(database, select(Passkey))) == 1
-
-
-VERSION_RE = re.compile(r'name="codes_version" value="(\w+)"')
-
-
-def version_in(text: str) -> str:
-    found = VERSION_RE.search(text) or re.search(r"codes_version=(\w+)", text)
-    assert found, text
-    return found.group(1)
 
 
 def test_regenerate_asks_first(auth, client, database):

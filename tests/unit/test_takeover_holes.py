@@ -17,8 +17,8 @@ from sqlmodel import select, update
 
 from models import AuthSession, Passkey, RecoveryCode, SecurityEvent, User, utcnow
 from tests.helpers import PASSWORD, query, reload_user
-from tests.unit.test_admin import TOKEN, set_enabled
-from tests.unit.test_rules import enabled_with_passkey, kinds, sign_in_partial
+from tests.helpers.account import enabled_with_passkey, kinds, sign_in_partial
+from tests.helpers.admin_api import TOKEN, set_enabled
 from web import passwords, ratelimit, twofactor
 from web.admin.app import create_admin_app
 from web.app import create_app
