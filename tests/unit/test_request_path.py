@@ -72,9 +72,9 @@ def test_hooks_run_on_the_event_loop_not_in_the_thread_pool(auth, client):
         assert client.get("/healthz").status_code == 200
         assert executor.calls == []  # middleware and hooks: no thread hop
         assert client.get("/account").status_code == 200
-        # the session lookup (a dependency), the handler (both read the database) and the
-        # database session's clean-up (see web.db.provide_db)
-        assert len(executor.calls) == 3, executor.calls
+        # the session lookup (a dependency) and the handler, both reading the database; the
+        # database session is closed on the event loop (web.db.provide_db)
+        assert len(executor.calls) == 2, executor.calls
     finally:
         set_asyncio_executor(None)
         executor.pool.shutdown()
