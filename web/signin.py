@@ -130,6 +130,7 @@ def finish_passkey_sign_in(db: Session, visitor: Visitor, credential: dict[str, 
         passkeys.refuse_unknown_credential(db, credential)  # the shim signals it (SPEC §9)
         if owner is None:
             raise Refused(400, "That passkey does not belong to an account here.")
+        lock_user(db, owner.pk)  # first, as every change of the account: one order of locks
         passkey = passkeys.verify_authentication(db, settings, challenge, credential, owner=owner)
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         events.record(db, owner.pk, "sign_in", ip=client.ip, method="passkey", name=passkey.name)

@@ -16,12 +16,15 @@ MAX_DISPLAY_NAME = 128
 
 
 def lock_user(db: Session, user_id: int) -> User:
-    """Re-read the user FOR UPDATE (PostgreSQL row lock; SQLite's BEGIN IMMEDIATE already
-    serialises writers), so concurrent changes decide on fresh flags, one after another."""
+    """Re-read the user under a row lock (SQLite's BEGIN IMMEDIATE already serialises
+    writers), so concurrent changes decide on fresh flags, one after another. PostgreSQL:
+    FOR NO KEY UPDATE, which waits for another such lock but not for the rows a concurrent
+    transaction inserts that reference the user (events, sessions: FOR KEY SHARE) — with
+    FOR UPDATE, two sign-ins that had each inserted an event deadlocked on it."""
     user = db.exec(
         select(User)
         .where(User.id == user_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).one()
     return user
