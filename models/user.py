@@ -38,6 +38,9 @@ class User(Persisted, SQLModel, table=True):
     requirement_reminded_at: datetime | None = None
     """When the day-before reminder of the pending requirement was queued (sent once)."""
     password_changed_at: datetime | None = None
+    data_version: int = Field(default=0)
+    """Bumped by the database on every change the account page shows (migration 0004):
+    a rendered page is reused while it is unchanged (web/pagecache.py)."""
 
 
 def normalize_username(username: str) -> str:

@@ -25,6 +25,7 @@ from web.errors import (
     internal_error_handler,
     redirect_handler,
 )
+from web.pagecache import PageCache
 from web.protection import check_request, security_headers
 from web.routes.account import AccountController, home
 from web.routes.health import healthz
@@ -107,4 +108,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     database.info["settings"] = settings  # the outbox builds links from the origin
     app.state.settings = settings
     app.state.database = database
+    # rendered account pages (web/pagecache.py); not while templates reload
+    cache_bytes = 0 if settings.dev else settings.page_cache_mb * 2**20
+    app.state.pages = PageCache(cache_bytes) if cache_bytes else None
     return app

@@ -13,6 +13,7 @@ from models import (
     RateCounter,
     SecurityEvent,
     UnknownNameCounter,
+    User,
     WebAuthnChallenge,
     utcnow,
 )
@@ -34,7 +35,27 @@ bounded."""
 def cleanup(database: Database, settings: Settings) -> dict[str, int]:
     now = utcnow()
     idle_cutoff = now - timedelta(seconds=settings.session_ttl)
+    ended_session = or_(
+        col(AuthSession.expires_at) <= now,
+        (col(AuthSession.state) == FULL) & (col(AuthSession.last_seen_at) < idle_cutoff),
+    )
+    old_event = col(SecurityEvent.created_at) < now - EVENT_RETENTION
     with database.session() as db:
+        # Deleting a session or an event bumps its owner's data_version (migration 0004),
+        # which locks the owner's row. Lock the owners first, in one order, as every change
+        # of an account does: on PostgreSQL, taking the rows first could deadlock with a
+        # change that holds a user's row and wants one of them.
+        owners = (
+            select(AuthSession.user_id)
+            .where(ended_session)
+            .union(select(SecurityEvent.user_id).where(old_event))
+        )
+        db.exec(
+            select(User.id)
+            .where(col(User.id).in_(owners))
+            .order_by(col(User.id))
+            .with_for_update(key_share=True)
+        ).all()
         expired_partial = db.exec(
             select(AuthSession).where(
                 col(AuthSession.expires_at) <= now, col(AuthSession.state) == PARTIAL
@@ -42,15 +63,7 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
         ).all()
         sessions.record_incomplete(db, list(expired_partial))
         counts = {
-            "sessions": db.exec(
-                delete(AuthSession).where(
-                    or_(
-                        col(AuthSession.expires_at) <= now,
-                        (col(AuthSession.state) == FULL)
-                        & (col(AuthSession.last_seen_at) < idle_cutoff),
-                    )
-                )
-            ).rowcount,
+            "sessions": db.exec(delete(AuthSession).where(ended_session)).rowcount,
             "challenges": db.exec(
                 delete(WebAuthnChallenge).where(col(WebAuthnChallenge.expires_at) <= now)
             ).rowcount,
@@ -76,9 +89,7 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
                     ),
                 )
             ).rowcount,
-            "events": db.exec(
-                delete(SecurityEvent).where(col(SecurityEvent.created_at) < now - EVENT_RETENTION)
-            ).rowcount,
+            "events": db.exec(delete(SecurityEvent).where(old_event)).rowcount,
         }
         db.commit()
     return counts

@@ -25,6 +25,7 @@ from web.db import SAFE_METHODS
 from web.errors import RedirectTo, Refused, htmx
 from web.settings import Settings
 from web.tokens import digest, new_token
+from web.users import lock_user
 
 COOKIE = "barycenter_session"
 """The cookie's name on http://localhost; `__Host-barycenter_session` when Secure."""
@@ -195,15 +196,26 @@ def is_expired(session: AuthSession, settings: Settings) -> bool:
     )
 
 
-def _write_now(request: Request, db: Session, statement: Update | Delete) -> None:
+def _write_now(
+    request: Request, db: Session, statement: Update | Delete, *, owner: int | None = None
+) -> None:
     """Apply one small change at once. A state-changing request already holds the write
     transaction (SQLite: BEGIN IMMEDIATE), so it goes through the request's own session; a
-    GET uses a short write session of its own (its read session never writes)."""
+    GET uses a short write session of its own (its read session never writes).
+
+    A change the account page shows (`owner`: whose) locks the owner's row first, like
+    every change of an account: the database then bumps the owner's data_version (migration
+    0004), and on PostgreSQL taking the session's row before the user's could deadlock with
+    a change that holds the user's and wants the session's."""
     if request.method in SAFE_METHODS:
         with request.app.state.database.session() as writer:
+            if owner is not None:
+                lock_user(writer, owner)
             writer.exec(statement)
             writer.commit()
     else:
+        if owner is not None:
+            lock_user(db, owner)
         db.exec(statement)
         db.commit()
 
@@ -245,10 +257,12 @@ def load(request: Request, db: Session) -> Viewer | None:
         return None
     session, user = row
     if is_expired(session, request.app.state.settings):
-        _write_now(request, db, delete(AuthSession).where(col(AuthSession.id) == session.id))
+        end = delete(AuthSession).where(col(AuthSession.id) == session.id)
+        _write_now(request, db, end, owner=session.user_id)
         return None
     now = utcnow()
     if now - session.last_seen_at > TOUCH_EVERY:
+        # not a change the page shows (no owner): migration 0004 leaves last_seen_at out
         touch = update(AuthSession).where(col(AuthSession.id) == session.id)
         _write_now(request, db, touch.values(last_seen_at=now))
         # already written: not a pending change (a GET's read session must never flush)
@@ -277,7 +291,7 @@ def _demote(request: Request, db: Session, viewer: Viewer) -> None:
         .where(col(AuthSession.id) == viewer.session.id)
         .values(state=PARTIAL, expires_at=expires, partial_reason=reason)
     )
-    _write_now(request, db, statement)
+    _write_now(request, db, statement, owner=viewer.user.pk)
     set_committed_value(viewer.session, "state", PARTIAL)
     set_committed_value(viewer.session, "expires_at", expires)
     set_committed_value(viewer.session, "partial_reason", reason)

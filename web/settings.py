@@ -180,6 +180,9 @@ class Settings:
     sqlite_busy_timeout_ms: int = 5000
     """How long a SQLite statement waits for another writer's lock before the request
     answers 503 (milliseconds)."""
+    page_cache_mb: int = 32
+    """Memory of each process for rendered account pages (web/pagecache.py); 0 turns it
+    off. Always off with `dev` (templates reload)."""
 
     @property
     def effective_origin(self) -> str:
@@ -253,6 +256,7 @@ class Settings:
             "mail_from": env.get("BARYCENTER_MAIL_FROM", "").strip()
             or "Barycenter <no-reply@localhost>",
             "sqlite_busy_timeout_ms": _int(env, "BARYCENTER_SQLITE_BUSY_TIMEOUT_MS", 5000),
+            "page_cache_mb": _int(env, "BARYCENTER_PAGE_CACHE_MB", 32),
         }
         values.update(overrides)
         if "secret_key" not in values:
@@ -264,6 +268,8 @@ class Settings:
             raise ValueError("BARYCENTER_SESSION_TTL must be more than 0 seconds")
         if settings.sqlite_busy_timeout_ms < 0:
             raise ValueError("BARYCENTER_SQLITE_BUSY_TIMEOUT_MS must be 0 or more")
+        if settings.page_cache_mb < 0:
+            raise ValueError("BARYCENTER_PAGE_CACHE_MB must be 0 (off) or more")
         if settings.ip_limit_per_minute < 0:
             raise ValueError("BARYCENTER_IP_LIMIT_PER_MINUTE must be 0 (off) or more")
         from web.mailer import check_mail_from, parse_smtp_url

@@ -5,7 +5,13 @@ tests.helpers.e2e; the software authenticator is tests.softauthn, the SMTP serve
 tests.smtp."""
 
 from tests.helpers.client import ORIGIN, PASSWORD, Auth, BrowserVerbs, Client, ServerClient
-from tests.helpers.database import on_postgresql, query, reload_user, temporary_database
+from tests.helpers.database import (
+    on_postgresql,
+    query,
+    reload_user,
+    statements,
+    temporary_database,
+)
 
 __all__ = [
     "ORIGIN",
@@ -17,5 +23,6 @@ __all__ = [
     "on_postgresql",
     "query",
     "reload_user",
+    "statements",
     "temporary_database",
 ]

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
@@ -73,3 +73,21 @@ def reload_user(database: Database, username: str = "alice") -> User:
 def query(database: Database, statement: Any) -> Any:
     with database.session(write=False) as db:
         return db.exec(statement).all()
+
+
+@contextmanager
+def statements(database: Database) -> Iterator[list[str]]:
+    """The SQL statements run on the database's engines while the block runs."""
+    seen: list[str] = []
+
+    def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engines = {database.read, database.write}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", before)

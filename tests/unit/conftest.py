@@ -18,6 +18,7 @@ from web import passwords
 from web.admin.app import create_admin_app
 from web.app import create_app
 from web.db import Database, connect
+from web.pagecache import PageCache
 from web.settings import Settings
 from web.users import create_user
 
@@ -85,12 +86,15 @@ def app_cache() -> dict[str, Litestar]:
 def module_app(settings: Settings, database: Database, app_cache: dict[str, Litestar]) -> Litestar:
     """One app per module, pointed at each test's fresh database and settings: building
     the app and compiling its templates again for every test cost more than most tests.
-    Requests reach both only through `app.state` (web.routes.common, web.db.provide_db)."""
+    Requests reach them only through `app.state` (web.routes.common, web.db.provide_db)."""
     if "app" not in app_cache:
         app_cache["app"] = create_app(settings, database)
     shared = app_cache["app"]
     shared.state.settings = settings
     shared.state.database = database
+    # kept pages are keyed by session id and data version, which the next test's fresh
+    # database numbers again from 1
+    shared.state.pages = PageCache(settings.page_cache_mb * 2**20)
     return shared
 
 

@@ -3,35 +3,16 @@ request hops to the thread pool (each hop is a context switch on two busy cores)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 
 from litestar.concurrency import set_asyncio_executor
-from sqlalchemy import event
 from sqlmodel import update
 
 from models import AuthSession, utcnow
+from tests.helpers import statements
 
 WRITES = ("INSERT", "UPDATE", "DELETE")
-
-
-@contextmanager
-def statements(database) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(_conn, _cursor, sql, *_args):
-        seen.append(" ".join(sql.split()))
-
-    engines = {database.read, database.write}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
 
 
 def writes(seen: list[str]) -> list[str]:
@@ -64,16 +45,22 @@ class CountingExecutor(Executor):
         return self.pool.submit(fn, *args, **kwargs)
 
 
-def test_hooks_run_on_the_event_loop_not_in_the_thread_pool(auth, client):
-    auth.login()
+def test_hooks_run_on_the_event_loop_not_in_the_thread_pool(app, auth, client):
+    auth.login()  # its landing renders /account once
     executor = CountingExecutor()
     set_asyncio_executor(executor)
     try:
         assert client.get("/healthz").status_code == 200
         assert executor.calls == []  # middleware and hooks: no thread hop
         assert client.get("/account").status_code == 200
-        # the session lookup (a dependency) and the handler, both reading the database; the
-        # database session is closed on the event loop (web.db.provide_db)
+        # the same page again, unchanged: only the session lookup (a dependency reading the
+        # database) leaves the event loop; the page comes from memory (web.pagecache)
+        assert len(executor.calls) == 1, executor.calls
+        executor.calls.clear()
+        app.state.pages = None
+        assert client.get("/account").status_code == 200
+        # rendered: the session lookup and the page's rendering; the database session is
+        # closed on the event loop (web.db.provide_db)
         assert len(executor.calls) == 2, executor.calls
     finally:
         set_asyncio_executor(None)

@@ -6,22 +6,28 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar import Controller, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.di import Provide
+from litestar.enums import MediaType
 from litestar.params import FromPath, FromQuery, RawBody, URLEncodedBody
 from litestar.response import Redirect, Template
 from sqlmodel import Session
 
-from models import User
-from web import account, ceremony, password_change, sections, sessions, twofactor
+from models import User, utcnow
+from web import account, ceremony, pagecache, password_change, sections, sessions, twofactor
 from web.errors import Refused
+from web.pagecache import PageCache
 from web.routes.common import (
     DB,
     JSON,
+    NO_STORE,
     Current,
     actor,
+    csrf_token,
     field,
     rate_limit,
     render,
+    rendered,
     settings_of,
     wants_partial,
 )
@@ -122,17 +128,30 @@ def home() -> Redirect:
     return Redirect("/account", status_code=303)
 
 
+def _render_page(request: Request, db: Session, viewer: sessions.Viewer, user_agent: str) -> bytes:
+    facts = sections.Facts(db, settings_of(request), viewer, user_agent)
+    return rendered(request, "pages/account.html", sections.context(facts, None))
+
+
 class AccountController(Controller):
     path = "/account"
     dependencies = {"viewer": Provide(sessions.provide_viewer, sync_to_thread=True)}
 
-    @get("/", sync_to_thread=True)
-    def page(self, request: Request, db: DB, viewer: Current) -> Template:
-        facts = sections.Facts(
-            db, settings_of(request), viewer, request.headers.get("user-agent", "")
-        )
-        context = sections.context(facts, None)
-        return render(request, page="pages/account.html", partial=None, context=context)
+    @get("/")
+    async def page(self, request: Request, db: DB, viewer: Current) -> Response:
+        """The whole page: from memory while nothing it shows has changed (web.pagecache),
+        else rendered in a worker thread (its queries block)."""
+        user_agent = request.headers.get("user-agent", "")
+        pages: PageCache | None = request.app.state.pages
+        key = pagecache.key(viewer, csrf_token(request), user_agent)
+        kept = pages.get(key) if pages is not None else None
+        if kept is not None:
+            return Response(kept, media_type=MediaType.HTML, headers=NO_STORE)
+        now = utcnow()
+        body = await sync_to_thread(_render_page, request, db, viewer, user_agent)
+        if pages is not None:
+            pages.put(key, body, pagecache.fresh_until(viewer, now))
+        return Response(body, media_type=MediaType.HTML, headers=NO_STORE)
 
     @get("/{name:str}", sync_to_thread=True)
     def show_section(

@@ -10,6 +10,8 @@ from litestar import Request, Response
 from litestar.di import NamedDependency
 from litestar.plugins.htmx import ClientRedirect, HTMXHeaders
 from litestar.response import Redirect, Template
+from litestar.utils.empty import value_or_default
+from litestar.utils.scope.state import ScopeState
 from sqlmodel import Session
 
 from web import ratelimit, sessions
@@ -52,6 +54,21 @@ def render(
     if token:
         sessions.set_cookie(response, token, request.app.state.settings)
     return response
+
+
+def rendered(request: Request, name: str, context: dict[str, Any]) -> bytes:
+    """A template rendered here and now, with what Litestar's Template response adds to
+    its context (the request, the CSRF input): for a page that is kept (web.pagecache)."""
+    engine = request.app.template_engine
+    assert engine is not None  # configured by create_app
+    full = Template(name, context=context).create_template_context(request)
+    return engine.get_template(name).render(**full).encode()
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token this request's forms carry (the cookie's, or a new one that the
+    CSRF middleware sets as the cookie with this answer)."""
+    return value_or_default(ScopeState.from_scope(request.scope).csrf_token, "")
 
 
 def redirect(request: Request, location: str, *, token: str | None = None) -> Response:
