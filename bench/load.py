@@ -243,8 +243,11 @@ def run_for(
 
 WRK_SCRIPT = r"""
 local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) statuses = {} end
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+function init(args) statuses = {} sent = 0 end
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
 end
@@ -265,6 +268,16 @@ end
 """
 
 
+WRK_VARY_USER_AGENT = r"""
+function request()
+  sent = sent + 1
+  wrk.headers["User-Agent"] = user_agent .. " bench/" .. id .. "." .. sent
+  return wrk.format()
+end
+"""
+"""Each request another User-Agent (a page that is never kept: web/pagecache.py)."""
+
+
 def wrk_available() -> bool:
     return shutil.which(WRK) is not None
 
@@ -276,11 +289,17 @@ def run_wrk(
     route: str,
     connections: int = CONCURRENCY,
     threads: int = 2,
+    vary_user_agent: bool = False,
 ) -> Result:
-    """`wrk -t2 -c16` on one URL for `seconds` (the settings of the allauth peer's bench)."""
+    """`wrk -t2 -c16` on one URL for `seconds` (the settings of the allauth peer's bench);
+    `vary_user_agent`: each request with a User-Agent of its own (headers' one + a number)."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench.lua"
-        script.write_text(WRK_SCRIPT)
+        lua = WRK_SCRIPT
+        if vary_user_agent:
+            agent = headers.get("User-Agent", "bench").replace("\\", "").replace('"', "")
+            lua += f'user_agent = "{agent}"\n' + WRK_VARY_USER_AGENT
+        script.write_text(lua)
         command = [
             WRK,
             f"-t{threads}",

@@ -149,14 +149,18 @@ def cpu_per_request(
     requests: int = 300,
     profiler: cProfile.Profile | None = None,
     section: str = "activity",
+    kept: bool = True,
 ) -> tuple[float, float]:
     """(CPU ms of /healthz, CPU ms of `route`) per request: the app called as ASGI in this
     process with every handler inline, timed with process_time (so other work on the
-    machine hardly matters). Their ratio bounds what the server can reach."""
+    machine hardly matters). Their ratio bounds what the server can reach. `kept` False:
+    no page is served from memory (web/pagecache.py), each one is rendered."""
     population = seed(url, users)
     population.authenticator.origin = ORIGIN
     settings = Settings(database_url=url, secret_key=SECRET_KEY, ip_limit_per_minute=0, port=8000)
     app = create_app(settings, connect(url))
+    if not kept:
+        app.state.pages = None
     csrf = generate_csrf_token(SECRET_KEY)
 
     async def call(method: str, path: str, cookie: str = "", body: bytes = b"") -> bytes:
@@ -327,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--section", default="activity", help="the section of route `section`")
     p.add_argument("--users", type=int, default=10, help="population of views 0 and 2")
     p.add_argument("--cpu-only", action="store_true", help="only view 0")
+    p.add_argument(
+        "--rendered",
+        action="store_true",
+        help="the page cache off (web/pagecache.py): every page rendered",
+    )
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--top", type=int, default=30)
     p.add_argument(
@@ -337,8 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with temporary_database(None) as url:
         upgrade(url)
-        healthz, cpu = cpu_per_request(url, args.route, args.users, section=args.section)
+        healthz, cpu = cpu_per_request(
+            url, args.route, args.users, section=args.section, kept=not args.rendered
+        )
     name = page_path(args.route, args.section) if args.route == "section" else args.route
+    if args.rendered:
+        name += " (rendered each time)"
     print(
         f"CPU per request in one process (handlers inline, {args.users:,} users): /healthz "
         f"{healthz:.3f} ms, {name} {cpu:.3f} ms, ratio {healthz / cpu:.1%}"
@@ -347,7 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile()
         with temporary_database(None) as url:
             upgrade(url)
-            cpu_per_request(url, args.route, args.users, profiler=profiler, section=args.section)
+            cpu_per_request(
+                url,
+                args.route,
+                args.users,
+                profiler=profiler,
+                section=args.section,
+                kept=not args.rendered,
+            )
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out).strip_dirs()
         stats.sort_stats("cumulative").print_stats(args.top)

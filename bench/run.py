@@ -13,7 +13,9 @@ for each population (10, then 100,000 users), this seeds a new database, starts
 connections on loopback:
 
 - with `wrk -t2 -c16`, in interleaved slices: `GET /healthz` (the baseline), `GET /account`
-  (a signed-in aal2 user with 2FA on and three passkeys), one section partial
+  (a signed-in aal2 user with 2FA on and three passkeys; after the first request it is
+  served from memory, web/pagecache.py), the same page rendered each time (a new User-Agent
+  on every request, so it is never the kept page), one section partial
   (`GET /account/activity` with `HX-Request`), the bare app's `GET /` and allauth's
   `GET /accounts/2fa/` (alice, 1 passkey + recovery codes);
 - `/healthz` again with the asyncio client (the baseline of the rows below), then the
@@ -64,6 +66,8 @@ SECRET_KEY = "bench-secret-key-" + "x" * 32
 
 HEALTHZ = "GET /healthz"
 ACCOUNT = "GET /account"
+RENDERED = "GET /account, rendered each time"
+"""The same page with a new User-Agent on every request: never served from memory."""
 SECTION = "GET /account/activity (htmx)"
 BARE = "bare Litestar GET /"
 ALLAUTH = "allauth GET /accounts/2fa/"
@@ -420,6 +424,7 @@ def measure(
                 browser.headers(account_cookie),
                 browser.get("/account", session),
             ),
+            (RENDERED, base + "/account", browser.headers(account_cookie), None),
             (
                 SECTION,
                 base + "/account/activity",
@@ -438,7 +443,7 @@ def measure(
 
         def run(route: str, target: str, headers: dict[str, str], raw: bytes | None, s: float):
             if load.wrk_available():
-                return load.run_wrk(target, headers, s, route)
+                return load.run_wrk(target, headers, s, route, vary_user_agent=route == RENDERED)
             assert raw is not None
             return load.run_for(HOST, server.port, raw, s, route)
 
@@ -555,6 +560,13 @@ def side_by_side(rounds: list[Round], yardsticks: Yardsticks) -> str:
             lines.append(
                 f"| `GET /healthz` vs a bare Litestar JSON endpoint, req/s | {n} "
                 f"| {healthz.rps:,.0f} | {bare.rps:,.0f} | {x:.0%} | ≥ 50 % | {_verdict(x, 0.5)} |"
+            )
+        rendered = round_.find(RENDERED)
+        if rendered and allauth and allauth.rps:
+            lines.append(
+                f"| `GET /account` rendered each time (a new User-Agent per request: never "
+                f"kept) vs allauth, req/s | {n} | {rendered.rps:,.0f} | {allauth.rps:,.0f} "
+                f"| {rendered.rps / allauth.rps:.1f}× | — | |"
             )
         if account and healthz and healthz.rps:
             x = account.rps / healthz.rps
