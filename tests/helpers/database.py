@@ -75,15 +75,21 @@ def query(database: Database, statement: Any) -> Any:
         return db.exec(statement).all()
 
 
+TRANSACTION_CONTROL = frozenset({"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"})
+
+
 @contextmanager
 def statements(database: Database) -> Iterator[list[str]]:
-    """The SQL statements run on the database's engines while the block runs."""
+    """The SQL statements run on the database's engines while the block runs (its own
+    BEGIN, COMMIT and ROLLBACK left out: they are not queries)."""
     seen: list[str] = []
 
     def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(" ".join(statement.split()))
+        sql = " ".join(statement.split())
+        if sql not in TRANSACTION_CONTROL:
+            seen.append(sql)
 
-    engines = {database.read, database.write}
+    engines = {database.read, database.write, database.loop}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", before)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -18,11 +18,11 @@ from models import AuthSession, User, utcnow
 from tests.helpers import ORIGIN, Auth, Client, reload_user, statements
 from tests.helpers.account import my_session, set_required
 from tests.softauthn import SoftAuthenticator
-from web import events, pagecache
+from web import events, pagecache, sessions
 from web.app import create_app
 from web.cleanup import cleanup
 from web.pagecache import MAX_AGE, Key, PageCache
-from web.sessions import Viewer
+from web.sessions import AtRest, Viewer
 from web.settings import Settings
 from web.users import create_user
 
@@ -125,8 +125,7 @@ def test_an_unchanged_page_is_served_from_memory(everything, client, database):
     with statements(database) as seen:
         again = client.get("/account")
     assert again.status_code == 200 and again.text == first.text
-    queries = [sql for sql in seen if sql not in ("BEGIN", "COMMIT", "ROLLBACK")]
-    assert len(queries) == 1 and queries[0].startswith("SELECT auth_sessions.")  # the session
+    assert len(seen) == 1 and seen[0].startswith("SELECT auth_sessions.")  # the session only
     assert again.headers["cache-control"] == "no-store"
     assert again.headers["content-type"] == "text/html; charset=utf-8"
     assert "<h1>Account security</h1>" in again.text
@@ -224,9 +223,9 @@ def test_a_grace_period_that_starts_ends_the_kept_page(everything, database, adm
     run(database, "UPDATE users SET requires_2fa_from = :starts", starts=starts)
     viewer = _viewer(database)
     now = utcnow()
-    assert pagecache.fresh_until(viewer, now) == pytest.approx(starts.timestamp())
+    assert pagecache.fresh_until(viewer.user, now) == pytest.approx(starts.timestamp())
     run(database, "UPDATE users SET requires_2fa_from = NULL")
-    assert pagecache.fresh_until(_viewer(database), now) == now.timestamp() + MAX_AGE
+    assert pagecache.fresh_until(_viewer(database).user, now) == now.timestamp() + MAX_AGE
 
 
 def _viewer(database) -> Viewer:
@@ -266,14 +265,13 @@ def test_memory_is_bounded_least_recently_used_first():
     assert pages.get(key(4)) is None and len(pages) == 2
 
 
-def test_the_key_is_the_session_the_version_the_token_and_the_browser(everything, database):
-    viewer = _viewer(database)
-    base = pagecache.key(viewer, "token", CHROME_ON_WINDOWS)
-    assert base == pagecache.key(viewer, "token", CHROME_ON_WINDOWS)
-    assert base != pagecache.key(viewer, "other token", CHROME_ON_WINDOWS)
-    assert base != pagecache.key(viewer, "token", FIREFOX_ON_LINUX)
-    viewer.user.data_version += 1
-    assert base != pagecache.key(viewer, "token", CHROME_ON_WINDOWS)
+def test_the_key_is_the_session_the_version_the_token_and_the_browser():
+    base = pagecache.key(1, 7, "token", CHROME_ON_WINDOWS)
+    assert base == pagecache.key(1, 7, "token", CHROME_ON_WINDOWS)
+    assert base != pagecache.key(2, 7, "token", CHROME_ON_WINDOWS)
+    assert base != pagecache.key(1, 8, "token", CHROME_ON_WINDOWS)
+    assert base != pagecache.key(1, 7, "other token", CHROME_ON_WINDOWS)
+    assert base != pagecache.key(1, 7, "token", FIREFOX_ON_LINUX)
 
 
 @pytest.mark.parametrize(
@@ -293,3 +291,62 @@ def test_the_setting_is_read_from_the_environment(tmp_path):
         Settings.from_env({**env, "BARYCENTER_PAGE_CACHE_MB": "-1"})
     with pytest.raises(ValueError, match="BARYCENTER_PAGE_CACHE_MB"):
         Settings.from_env({**env, "BARYCENTER_PAGE_CACHE_MB": "lots"})
+
+
+# ---- which requests may be served from memory: sessions.settled ------------------------
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+
+def at_rest_facts(**changes: object) -> AtRest:
+    facts = AtRest(
+        session_id=1,
+        user_id=1,
+        state="full",
+        mfa_verified=False,
+        reauth_at=None,
+        expires_at=NOW + timedelta(hours=1),
+        last_seen_at=NOW - timedelta(seconds=30),
+        requires_2fa=False,
+        user_2fa_enabled=False,
+        requires_2fa_from=None,
+        data_version=3,
+    )
+    for name, value in changes.items():
+        setattr(facts, name, value)
+    return facts
+
+
+@pytest.mark.parametrize(
+    ("changes", "settled"),
+    [
+        ({}, True),
+        ({"user_2fa_enabled": True, "mfa_verified": True}, True),
+        ({"state": "partial"}, False),  # waiting for its second factor
+        ({"last_seen_at": NOW - timedelta(seconds=61)}, False),  # the touch is due (a write)
+        ({"expires_at": NOW - timedelta(seconds=1)}, False),  # over
+        ({"user_2fa_enabled": True}, False),  # 2FA on, this session without it: demoted
+        ({"requires_2fa": True}, False),  # an administrator's requirement, in force
+        ({"requires_2fa": True, "requires_2fa_from": NOW - timedelta(seconds=1)}, False),
+        ({"requires_2fa": True, "requires_2fa_from": NOW + timedelta(days=1)}, True),  # grace
+    ],
+)
+def test_only_a_session_with_nothing_to_write_or_refuse_is_settled(
+    changes, settled, settings, monkeypatch
+):
+    monkeypatch.setattr(sessions, "utcnow", lambda: NOW)  # is_expired's clock
+    facts = at_rest_facts(**changes)
+    assert sessions.settled(facts, facts, settings, NOW) is settled
+
+
+def test_a_kept_page_is_never_served_past_the_rules(everything, client, database):
+    """A session that ended, or that the rules no longer let in, takes the whole path
+    (sign-in, /login/2fa) however recently its page was kept."""
+    assert client.get("/account").status_code == 200  # kept
+    run(database, "UPDATE auth_sessions SET state = 'partial'")
+    answer = client.get("/account", follow_redirects=False)
+    assert answer.status_code in (303, 401) and "/login/2fa" in answer.headers["location"]
+    past = utcnow() - timedelta(minutes=1)
+    run(database, "UPDATE auth_sessions SET state = 'full', expires_at = :past", past=past)
+    answer = client.get("/account", follow_redirects=False)
+    assert answer.status_code in (303, 401) and answer.headers["location"].startswith("/login")

@@ -135,22 +135,27 @@ def _render_page(request: Request, db: Session, viewer: sessions.Viewer, user_ag
 
 class AccountController(Controller):
     path = "/account"
-    dependencies = {"viewer": Provide(sessions.provide_viewer, sync_to_thread=True)}
+    dependencies = {"viewer": Provide(sessions.provide_viewer)}  # async: most on the loop
 
     @get("/")
-    async def page(self, request: Request, db: DB, viewer: Current) -> Response:
-        """The whole page: from memory while nothing it shows has changed (web.pagecache),
-        else rendered in a worker thread (its queries block)."""
-        user_agent = request.headers.get("user-agent", "")
+    async def page(self, request: Request, db: DB) -> Response:
+        """The whole page. From memory while nothing it shows has changed (web.pagecache),
+        for a session that needs nothing but reading (sessions.at_rest): no thread hop,
+        no objects. Otherwise the whole path: the viewer's checks (which may write, or send
+        the person elsewhere), then the page rendered in a worker thread."""
         pages: PageCache | None = request.app.state.pages
-        key = pagecache.key(viewer, csrf_token(request), user_agent)
-        kept = pages.get(key) if pages is not None else None
-        if kept is not None:
-            return Response(kept, media_type=MediaType.HTML, headers=NO_STORE)
+        user_agent = request.headers.get("user-agent", "")
+        token = csrf_token(request)
+        if pages is not None and (rest := sessions.at_rest(request)) is not None:
+            kept = pages.get(pagecache.key(rest.session_id, rest.data_version, token, user_agent))
+            if kept is not None:
+                return Response(kept, media_type=MediaType.HTML, headers=NO_STORE)
+        viewer = await sessions.provide_viewer(request, db)
         now = utcnow()
         body = await sync_to_thread(_render_page, request, db, viewer, user_agent)
         if pages is not None:
-            pages.put(key, body, pagecache.fresh_until(viewer, now))
+            key = pagecache.key(viewer.session.pk, viewer.user.data_version, token, user_agent)
+            pages.put(key, body, pagecache.fresh_until(viewer.user, now))
         return Response(body, media_type=MediaType.HTML, headers=NO_STORE)
 
     @get("/{name:str}", sync_to_thread=True)
