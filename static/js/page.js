@@ -2,8 +2,9 @@
  *
  * - Sections refresh in the background ("refresh-<id>" events, named by the server's
  *   HX-Trigger after a change elsewhere) only when at rest: a section marked [data-open]
- *   (codes on screen, a rename form, a removal question, a confirmation) keeps its state;
- *   closing the step loads the fresh section anyway.
+ *   (codes on screen, a rename form, a removal question, a confirmation), running a
+ *   passkey ceremony, or with a field the person has typed in keeps its state; closing
+ *   the step (or the ceremony's answer) loads the fresh section anyway.
  * - After a swap the focus goes to the new content and its notice is announced; a refused
  *   or failed htmx request puts its message in the alert region. The passkey shim asks for
  *   the same focus after its own swaps: window.Barycenter.focusNew(element).
@@ -17,8 +18,18 @@
   "use strict";
 
   // ---- background refreshes skip open sections --------------------------------------
+  // Open: a step is open in it ([data-open]), a passkey ceremony runs in it (its button is
+  // [aria-busy]), or the person has typed in one of its fields (a passkey's name): a
+  // refresh would throw that away. The section's own answer brings it up to date.
   function isOpen(element) {
-    return !!(element && (element.matches("[data-open]") || element.querySelector("[data-open]")));
+    if (!element) return false;
+    if (element.matches("[data-open]")) return true;
+    if (element.querySelector("[data-open], [aria-busy='true']")) return true;
+    return Array.from(element.querySelectorAll("input:not([type=hidden]), textarea")).some(
+      function (field) {
+        return field.value !== field.defaultValue;
+      }
+    );
   }
 
   function isBackground(config) {

@@ -87,3 +87,28 @@ def test_a_removal_through_the_passkey_shim_refreshes_the_same(page, server, aut
     removed_and_settled(page, "Laptop")
     expect(page.locator("#passkeys .item-title")).to_have_text(["Phone"])
     assert sorted(requested) == ["/account/activity", "/account/sessions"]
+
+
+def test_a_background_refresh_keeps_what_the_person_typed(page: Page, server: Server):
+    """A refresh of a section (another change named it) waits while the person types in
+    it: the name typed for a new passkey is not thrown away. At rest, it refreshes."""
+    sign_in(page, server, server.create_user())
+    passkeys = page.locator("#passkeys")
+    expect(passkeys.get_by_label("Passkey name")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    seen = record_section_requests(page)
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/account/passkeys"):
+        page.evaluate("() => htmx.trigger(document.body, 'refresh-passkeys')")  # at rest
+    page.wait_for_load_state("networkidle")
+    assert seen == ["/account/passkeys"]
+
+    passkeys.get_by_label("Passkey name").fill("My new phone")
+    both = (
+        "() => { htmx.trigger(document.body, 'refresh-passkeys');"
+        " htmx.trigger(document.body, 'refresh-activity'); }"
+    )
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/account/activity"):
+        page.evaluate(both)  # the activity section (at rest) still refreshes
+    page.wait_for_load_state("networkidle")
+    assert seen[1:] == ["/account/activity"], seen
+    expect(passkeys.get_by_label("Passkey name")).to_have_value("My new phone")
