@@ -168,6 +168,7 @@ def confirm_with_password(db: Session, actor: Actor, then: str, password: Any) -
                 raise Refused(422, WRONG_PASSWORD) from None
             raise
         lockout.release_attempt(db, user, completed=False)
+        user = lock_user(db, user.pk)  # before the session's row: one lock order
         session = sessions.reread(db, actor.session.pk)
         token = sessions.confirm_identity(db, session, factor=None, passkey_id=None)
         events.record(db, user.pk, "reauth", ip=actor.client.ip, method="password")
@@ -198,6 +199,7 @@ def finish_confirm(db: Session, actor: Actor, credential: dict[str, Any]) -> Cha
     """Recent authentication and a new token, in one commit."""
 
     def effect(challenge: WebAuthnChallenge) -> Changed:
+        lock_user(db, actor.user.pk)  # first, as every change of the account (one lock order)
         passkey = passkeys.verify_authentication(db, actor.settings, challenge, credential)
         session, token = _step_up(db, actor, passkey)
         events.record(db, actor.user.pk, "reauth", ip=actor.client.ip, method="passkey")
@@ -445,6 +447,7 @@ def finish_remove_passkey(db: Session, actor: Actor, credential: dict[str, Any])
     one transaction: a refused removal undoes the step-up (and its token) with it."""
 
     def effect(challenge: WebAuthnChallenge) -> Changed:
+        lock_user(db, actor.user.pk)  # first, as every change of the account (one lock order)
         passkey = passkeys.verify_authentication(db, actor.settings, challenge, credential)
         _, token = _step_up(db, actor, passkey)
         user, doomed = _removable(db, actor, int(challenge.data["passkey_id"]))
@@ -521,9 +524,9 @@ def finish_regenerate_codes(db: Session, actor: Actor, credential: dict[str, Any
     """Verified with a passkey, then new codes, in one transaction."""
 
     def effect(challenge: WebAuthnChallenge) -> Changed:
+        user = lock_user(db, actor.user.pk)  # first, as every change of the account
         passkey = passkeys.verify_authentication(db, actor.settings, challenge, credential)
         session, token = _step_up(db, actor, passkey)
-        user = lock_user(db, actor.user.pk)
         twofactor.can_regenerate_codes(user).require()
         _check_seen(db, user.pk, challenge.data.get("codes_version"))
         codes = _issue_codes(db, actor, user)
@@ -540,6 +543,7 @@ def revoke_session(db: Session, actor: Actor, session_id: int) -> None:
     with transaction(db):
         if not 0 < session_id <= MAX_ID:
             raise Refused(404, "That session was not found.")
+        lock_user(db, actor.user.pk)  # before the session's row: one lock order
         target = db.exec(
             select(AuthSession).where(
                 AuthSession.id == session_id, AuthSession.user_id == actor.user.id
@@ -560,6 +564,7 @@ def revoke_session(db: Session, actor: Actor, session_id: int) -> None:
 
 def revoke_other_sessions(db: Session, actor: Actor) -> int:
     with transaction(db):
+        lock_user(db, actor.user.pk)  # before the sessions' rows: one lock order
         ended = sessions.end_other_sessions(db, actor.user.pk, keep_id=actor.session.id)
         events.record(db, actor.user.pk, "sessions_revoked", ip=actor.client.ip, count=ended)
         return ended

@@ -24,7 +24,12 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 PER_THREAD = {"poolclass": SingletonThreadPool, "pool_size": 64}
 """The pool of `Database.loop`: a connection per thread (an event loop's), for up to 64
-threads at once (a server has one loop a process; tests run several)."""
+threads at once (a server has one loop a process; tests run several: past 64, the pool
+would close the connections of the oldest threads)."""
+LOOP_WAIT_MS = 100
+"""How long a read on the event loop may wait (a SQLite lock in a rare moment such as a
+WAL checkpoint, a slow PostgreSQL): past it, the request takes the thread path instead
+(web.sessions.at_rest), so a loop never stalls for the busy timeout."""
 BUSY_TIMEOUT_MS = 5000
 """The default of `Settings.sqlite_busy_timeout_ms`."""
 
@@ -107,13 +112,20 @@ def connect(url: str, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:
             read=_sqlite_engine(url, immediate=False, busy_timeout_ms=busy_timeout_ms),
             write=_sqlite_engine(url, immediate=True, busy_timeout_ms=busy_timeout_ms),
             loop=_sqlite_engine(
-                url, immediate=False, busy_timeout_ms=busy_timeout_ms, per_thread=True
+                url, immediate=False, busy_timeout_ms=LOOP_WAIT_MS, per_thread=True
             ),
         )
     engine = create_engine(
         url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
     )
-    loop = create_engine(url, pool_pre_ping=True, hide_parameters=True, **PER_THREAD)
+    # no pre-ping (a second round trip on the loop): a broken connection fails the read,
+    # the request takes the thread path, and the connection is replaced
+    loop = create_engine(
+        url,
+        hide_parameters=True,
+        connect_args={"connect_timeout": 2, "options": f"-c statement_timeout={LOOP_WAIT_MS}"},
+        **PER_THREAD,
+    )
     return Database(read=engine, write=engine, loop=loop)
 
 

@@ -4,7 +4,7 @@ Rendering GET /account costs ten times the rest of its request path (sessions, q
 the template: ~3 ms of CPU). A page is rendered once and then served from memory until it
 could differ. It is keyed by everything it is made of beyond the data:
 
-- the session, which the page marks as "this session";
+- the session (its token's hash), which the page marks as "this session";
 - the CSRF token in its forms;
 - the browser (the suggested name of a new passkey comes from its User-Agent);
 - the owner's `users.data_version`.
@@ -35,6 +35,7 @@ from datetime import datetime
 
 from cachetools import TLRUCache
 
+from web import twofactor
 from web.twofactor import UserFlags
 
 MAX_AGE = 60.0
@@ -43,16 +44,18 @@ MAX_AGE = 60.0
 
 @dataclass(frozen=True)
 class Key:
-    session_id: int
+    session: str
+    """The session's token hash: unique to one session (its id is not: SQLite hands the id
+    of the newest session, once ended, to the next one, perhaps another person's)."""
     data_version: int
     csrf_token: str
     browser: bytes
     """A digest of the User-Agent header (any length: it is the client's)."""
 
 
-def key(session_id: int, data_version: int, csrf_token: str, user_agent: str) -> Key:
+def key(token_hash: str, data_version: int, csrf_token: str, user_agent: str) -> Key:
     return Key(
-        session_id=session_id,
+        session=token_hash,
         data_version=data_version,
         csrf_token=csrf_token,
         browser=hashlib.blake2b(user_agent.encode(), digest_size=16).digest(),
@@ -60,9 +63,10 @@ def key(session_id: int, data_version: int, csrf_token: str, user_agent: str) ->
 
 
 def fresh_until(user: UserFlags, now: datetime) -> float:
-    """When a page rendered `now` must be rendered again even if nothing is written."""
+    """When a page rendered `now` must be rendered again even if nothing is written: after
+    MAX_AGE, or when an administrator's requirement starts to apply."""
     until = now.timestamp() + MAX_AGE
-    starts = user.requires_2fa_from
+    starts = twofactor.required_from(user)
     if starts is not None and starts > now:
         until = min(until, starts.timestamp())
     return until

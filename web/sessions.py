@@ -17,6 +17,7 @@ from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from sqlalchemy import Delete, Update, bindparam
 from sqlalchemy import select as sa_select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, delete, select, update
 
@@ -196,8 +197,8 @@ class SessionTimes(Protocol):
     last_seen_at: datetime
 
 
-def is_expired(session: SessionTimes, settings: Settings) -> bool:
-    now = utcnow()
+def is_expired(session: SessionTimes, settings: Settings, now: datetime | None = None) -> bool:
+    now = now or utcnow()
     if now >= session.expires_at:
         return True
     return session.state == FULL and now - session.last_seen_at > timedelta(
@@ -335,11 +336,14 @@ def _at_rest(request: Request, db: Session) -> Viewer | None:
     token = token_of(request)
     if not token or len(token) > 128:
         return None
-    with request.app.state.database.loop_session() as reader:
-        row = reader.exec(_BY_TOKEN, params={"token_hash": digest(token)}).first()
-        if row is None:
-            return None
-        reader.expunge_all()
+    try:
+        with request.app.state.database.loop_session() as reader:
+            row = reader.exec(_BY_TOKEN, params={"token_hash": digest(token)}).first()
+            if row is None:
+                return None
+            reader.expunge_all()
+    except OperationalError:  # busy, or a lost connection: the thread path (db.LOOP_WAIT_MS)
+        return None
     session, user = row
     if not settled(session, user, request.app.state.settings, utcnow()):
         return None
@@ -358,7 +362,7 @@ def settled(
     minute, is full and meets the rules. The one test of both quick paths (`_at_rest`,
     `at_rest`); whatever fails it takes the whole path (`_checked_viewer`)."""
     return (
-        not is_expired(session, settings)
+        not is_expired(session, settings, now)
         and now - session.last_seen_at <= TOUCH_EVERY
         and session.state == FULL
         and twofactor.session_meets_rules(user, session, now)
@@ -370,6 +374,7 @@ class AtRest:
     """A settled request's session (`at_rest`): its facts and its user's flags."""
 
     session_id: int
+    token_hash: str
     user_id: int
     state: str
     mfa_verified: bool
@@ -386,6 +391,7 @@ class AtRest:
 # cost of the ORM lookup).
 _AT_REST = sa_select(
     col(AuthSession.id),
+    col(AuthSession.token_hash),
     col(AuthSession.user_id),
     col(AuthSession.state),
     col(AuthSession.mfa_verified),
@@ -409,8 +415,11 @@ def at_rest(request: Request) -> AtRest | None:
     token = token_of(request)
     if not token or len(token) > 128:
         return None
-    with request.app.state.database.loop.connect() as connection:
-        row = connection.execute(_AT_REST, {"token_hash": digest(token)}).first()
+    try:
+        with request.app.state.database.loop.connect() as connection:
+            row = connection.execute(_AT_REST, {"token_hash": digest(token)}).first()
+    except OperationalError:  # busy, or a lost connection: the thread path (db.LOOP_WAIT_MS)
+        return None
     if row is None:
         return None
     found = AtRest(*row)

@@ -361,6 +361,7 @@ def confirm_password_at_login(db: Session, actor: Actor, password: Any) -> str:
         raise
     with transaction(db):
         release_attempt(db, user, completed=False)
+        lock_user(db, user.pk)  # before the session's row: one lock order
         session = sessions.reread(db, actor.session.pk)
         token = sessions.password_reentered(db, session)
         events.record(db, user.pk, "reauth", ip=client.ip, method="password")
@@ -372,5 +373,6 @@ def sign_out(db: Session, session: AuthSession | None) -> None:
     if session is None:
         return
     with transaction(db):
+        lock_user(db, session.user_id)  # before the session's row: one lock order
         sessions.record_incomplete(db, [session])
         sessions.end_session(db, session.pk)

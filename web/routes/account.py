@@ -147,14 +147,16 @@ class AccountController(Controller):
         user_agent = request.headers.get("user-agent", "")
         token = csrf_token(request)
         if pages is not None and (rest := sessions.at_rest(request)) is not None:
-            kept = pages.get(pagecache.key(rest.session_id, rest.data_version, token, user_agent))
+            kept = pages.get(pagecache.key(rest.token_hash, rest.data_version, token, user_agent))
             if kept is not None:
                 return Response(kept, media_type=MediaType.HTML, headers=NO_STORE)
         viewer = await sessions.provide_viewer(request, db)
         now = utcnow()
         body = await sync_to_thread(_render_page, request, db, viewer, user_agent)
         if pages is not None:
-            key = pagecache.key(viewer.session.pk, viewer.user.data_version, token, user_agent)
+            key = pagecache.key(
+                viewer.session.token_hash, viewer.user.data_version, token, user_agent
+            )
             pages.put(key, body, pagecache.fresh_until(viewer.user, now))
         return Response(body, media_type=MediaType.HTML, headers=NO_STORE)
 
