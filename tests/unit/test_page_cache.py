@@ -403,3 +403,16 @@ def test_a_read_the_loop_cannot_make_takes_the_thread_path(everything, app, clie
     app.state.database = replace(database, loop=broken)
     page = client.get("/account", follow_redirects=False)
     assert page.status_code == 200 and "Signed in as Alice" in page.text
+
+
+def test_a_browser_without_its_csrf_cookie_fills_no_memory(everything, app, client):
+    """Each such request gets a new CSRF token, so its page could never be asked for
+    again: it is rendered and not kept."""
+    app.state.pages = PageCache(32 * 2**20)
+    client.cookies.delete("barycenter_csrf")
+    for _ in range(3):
+        assert client.get("/account").status_code == 200
+        client.cookies.delete("barycenter_csrf")
+    assert len(app.state.pages) == 0
+    client.get("/account")  # the cookie it was just given
+    assert client.get("/account").status_code == 200 and len(app.state.pages) == 1

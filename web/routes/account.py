@@ -153,7 +153,9 @@ class AccountController(Controller):
         viewer = await sessions.provide_viewer(request, db)
         now = utcnow()
         body = await sync_to_thread(_render_page, request, db, viewer, user_agent)
-        if pages is not None:
+        # kept only for a browser that keeps its CSRF cookie: without one, every request
+        # gets a new token (and so would fill the memory with pages never asked for again)
+        if pages is not None and request.cookies.get(settings_of(request).csrf_cookie):
             key = pagecache.key(
                 viewer.session.token_hash, viewer.user.data_version, token, user_agent
             )
