@@ -164,6 +164,16 @@ async def provide_db(request: Request) -> AsyncIterator[Session]:
         session.close()
 
 
+def answer_reads(db: Session, database: Database) -> None:
+    """What is left of a request after its service only reads (the answer: a section, the
+    Signal API's list): through the read engine from here on. On SQLite the write engine
+    would take the write lock again (BEGIN IMMEDIATE) just to read, and in a crowd of
+    writers that could wait out the busy timeout after the change had committed (503 for a
+    change that was made). Inside a transaction (a refusal read in it) nothing changes."""
+    if not db.in_transaction() and db.bind is not database.read:
+        db.bind = database.read
+
+
 @contextmanager
 def transaction(db: Session) -> Iterator[None]:
     """A service's transaction: committed when the block ends, rolled back when it raises.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -75,16 +74,7 @@ def test_removing_the_last_two_passkeys_at_once_leaves_one(server, member, round
     twin = user.client.clone()
 
     def remove(client: ServerClient, passkey_id: int) -> int:
-        """As a client does: a 503 "busy" says when to try again (Retry-After), once; a 404
-        then means the first attempt had removed it (200). KNOWN DEFECT (issue 12's closing
-        note): on SQLite, about one round in eight, the removal commits and its answer then
-        waits out the busy timeout (503)."""
-        answer = client.form(f"/account/passkeys/{passkey_id}/remove")
-        if answer.status_code != 503:
-            return answer.status_code
-        time.sleep(int(answer.headers["retry-after"]))
-        again = client.form(f"/account/passkeys/{passkey_id}/remove").status_code
-        return 200 if again == 404 else again
+        return client.form(f"/account/passkeys/{passkey_id}/remove").status_code
 
     statuses = at_once(lambda: remove(user.client, ids[0]), lambda: remove(twin, ids[1]))
     assert sorted(statuses) == [200, 409], statuses

@@ -3,10 +3,12 @@ request hops to the thread pool (each hop is a context switch on two busy cores)
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from litestar.concurrency import set_asyncio_executor
+from sqlalchemy import event
 from sqlmodel import update
 
 from models import AuthSession, utcnow
@@ -71,3 +73,27 @@ def test_hooks_run_on_the_event_loop_not_in_the_thread_pool(app, auth, client):
     finally:
         set_asyncio_executor(None)
         executor.pool.shutdown()
+
+
+def test_the_answer_after_a_change_reads_without_the_write_lock(auth, client, database):
+    """After its service committed, a request's answer (the section it renders) reads
+    through the read engine: on SQLite no second BEGIN IMMEDIATE, which in a crowd of
+    writers waited out the busy timeout for a change already made (web.db.answer_reads)."""
+    auth.login()
+    assert auth.add_passkey("Laptop").status_code == 200
+    passkey_id = int(re.search(r"/account/passkeys/(\d+)/rename", client.page("/account").text)[1])
+    begins: list[str] = []  # the engine of each transaction begun
+
+    def on_begin(connection) -> None:
+        begins.append("write" if connection.engine is database.write else "read")
+
+    for engine in {database.read, database.write}:
+        event.listen(engine, "begin", on_begin)
+    try:
+        renamed = client.htmx("POST", f"/account/passkeys/{passkey_id}/rename", {"name": "Desk"})
+    finally:
+        for engine in {database.read, database.write}:
+            event.remove(engine, "begin", on_begin)
+    assert renamed.status_code == 200 and "Desk" in renamed.text
+    if database.read is not database.write:  # SQLite: the change, then the answer
+        assert begins == ["write", "read"], begins

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from models import User, utcnow
 from web import account, ceremony, pagecache, password_change, sections, sessions, twofactor
+from web.db import answer_reads
 from web.errors import Refused
 from web.pagecache import PageCache
 from web.routes.common import (
@@ -49,6 +50,7 @@ def section(
     """One section for htmx, built from its own queries (or the whole page, in that state,
     for a plain request). After a `change` (web.sections.AFFECTS), the other sections it
     affected are named in HX-Trigger and refresh themselves."""
+    answer_reads(db, request.app.state.database)
     facts = facts or sections.Facts(
         db, settings_of(request), viewer, request.headers.get("user-agent", "")
     )
@@ -95,6 +97,7 @@ def removed(
     request: Request, db: Session, viewer: sessions.Viewer, token: str | None = None
 ) -> Template:
     """The passkeys section after a removal, with what the Signal API needs."""
+    answer_reads(db, request.app.state.database)
     facts = sections.Facts(db, settings_of(request), viewer, request.headers.get("user-agent", ""))
     signal = accepted_credentials(facts.settings, viewer.user, facts.passkeys)
     return section(

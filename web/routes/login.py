@@ -13,6 +13,7 @@ from litestar.response import Template
 from models import User, utcnow
 from models.passkey import passkeys_of
 from web import ceremony, sessions, signin, twofactor
+from web.db import answer_reads
 from web.errors import Refused
 from web.routes.common import (
     DB,
@@ -193,6 +194,7 @@ def with_accepted_credentials(
     account has now (WebAuthn Signal API): they go in the JSON answer next to `redirect`."""
     if owner is None or not isinstance(response.content, dict):
         return response
+    answer_reads(db, request.app.state.database)
     accepted = accepted_credentials(settings_of(request), owner, passkeys_of(db, owner.pk))
     response.content = {
         **response.content,
