@@ -66,6 +66,12 @@ def token_of(request: Request) -> str | None:
     return request.cookies.get(request.app.state.settings.session_cookie)
 
 
+def stored_form(token: str | None) -> str | None:
+    """A cookie's token as the sessions table holds it (its SHA-256); None for no token or
+    one no session could have (over 128 characters)."""
+    return digest(token) if token and len(token) <= 128 else None
+
+
 def set_cookie(response: Response, token: str, settings: Settings) -> None:
     response.set_cookie(
         settings.session_cookie,
@@ -246,10 +252,10 @@ _LIVE_OF_USER = (
 
 def load(request: Request, db: Session) -> Viewer | None:
     """The session named by the cookie, if it exists and has not expired."""
-    token = token_of(request)
-    if not token or len(token) > 128:
+    token_hash = stored_form(token_of(request))
+    if token_hash is None:
         return None
-    params = {"token_hash": digest(token)}
+    params = {"token_hash": token_hash}
     database = request.app.state.database
     if request.method in SAFE_METHODS or database.read is database.write:
         row = db.exec(_BY_TOKEN, params=params).first()
@@ -283,9 +289,10 @@ def load(request: Request, db: Session) -> Viewer | None:
 def names_a_session(db: Session, token: str | None) -> bool:
     """Whether a cookie's token names a session row (live or expired): a cookie that names
     none was signed out elsewhere (another session, "sign out all other sessions")."""
-    if not token or len(token) > 128:
+    token_hash = stored_form(token)
+    if token_hash is None:
         return False
-    found = db.exec(select(AuthSession.id).where(AuthSession.token_hash == digest(token)))
+    found = db.exec(select(AuthSession.id).where(AuthSession.token_hash == token_hash))
     return found.first() is not None
 
 
@@ -333,12 +340,12 @@ def _at_rest(request: Request, db: Session) -> Viewer | None:
     the loop's own connection (Database.loop), which never waits for a writer: SQLite's
     readers in WAL mode and PostgreSQL's plain SELECTs take no lock a writer holds.
     None: anything else, for `_checked_viewer` (which may write: touch, expiry, demotion)."""
-    token = token_of(request)
-    if not token or len(token) > 128:
+    token_hash = stored_form(token_of(request))
+    if token_hash is None:
         return None
     try:
         with request.app.state.database.loop_session() as reader:
-            row = reader.exec(_BY_TOKEN, params={"token_hash": digest(token)}).first()
+            row = reader.exec(_BY_TOKEN, params={"token_hash": token_hash}).first()
             if row is None:
                 return None
             reader.expunge_all()
@@ -412,12 +419,12 @@ def at_rest(request: Request) -> AtRest | None:
     """The session of a request that needs nothing but reading (`settled`); None: take
     the whole path (provide_viewer). For a page kept in memory (web.pagecache), which needs
     no objects. On the event loop, through its own connection, like `_at_rest`."""
-    token = token_of(request)
-    if not token or len(token) > 128:
+    token_hash = stored_form(token_of(request))
+    if token_hash is None:
         return None
     try:
         with request.app.state.database.loop.connect() as connection:
-            row = connection.execute(_AT_REST, {"token_hash": digest(token)}).first()
+            row = connection.execute(_AT_REST, {"token_hash": token_hash}).first()
     except OperationalError:  # busy, or a lost connection: the thread path (db.LOOP_WAIT_MS)
         return None
     if row is None:
@@ -495,8 +502,9 @@ def end_partial_sessions(db: Session, user_id: int) -> None:
 
 def end_session_by_token(db: Session, token: str | None) -> None:
     """End the session a cookie names (a new sign-in replaces the browser's old session)."""
-    if token and len(token) <= 128:
-        db.exec(delete(AuthSession).where(col(AuthSession.token_hash) == digest(token)))
+    token_hash = stored_form(token)
+    if token_hash is not None:
+        db.exec(delete(AuthSession).where(col(AuthSession.token_hash) == token_hash))
 
 
 def end_other_sessions(db: Session, user_id: int, keep_id: int | None) -> int:

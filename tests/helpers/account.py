@@ -11,6 +11,7 @@ from datetime import timedelta
 from sqlmodel import select, update
 
 from models import AuthSession, RecoveryCode, SecurityEvent, utcnow
+from tests.helpers import admin_api
 from tests.helpers.client import PASSWORD
 from tests.helpers.database import query
 from web.sessions import COOKIE
@@ -21,21 +22,11 @@ VERSION_RE = re.compile(r'name="codes_version" value="(\w+)"')
 
 
 def set_required(admin, required: bool, username: str = "alice") -> None:
-    value = "true" if required else "false"
-    data = admin(
-        f'mutation {{ r: setUser2faRequired(username: "{username}", required: {value}) '
-        "{ success } }"
-    )
-    assert data["r"]["success"]
+    assert admin(admin_api.set_required(username, required))["r"]["success"]
 
 
 def set_enabled(admin, enabled: bool, username: str = "alice") -> None:
-    value = "true" if enabled else "false"
-    data = admin(
-        f'mutation {{ r: setUser2faEnabled(username: "{username}", enabled: {value}) '
-        "{ success } }"
-    )
-    assert data["r"]["success"]
+    assert admin(admin_api.set_enabled(username, enabled))["r"]["success"]
 
 
 def codes_in(text: str) -> list[str]:
