@@ -11,7 +11,7 @@ import multiprocessing
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -110,13 +110,41 @@ async def _serve(
     with_cleanup: bool,
     workers: Sequence[BaseProcess] = (),
 ) -> None:
+    # From here a signal that uvicorn does not take (none of its servers serves yet, or none
+    # runs here: the parent of the workers without an admin listener) ends the wait.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def stop_serving() -> None:
+        for server in servers:
+            server.should_exit = True
+        loop.call_soon_threadsafe(stop.set)
+
+    global _on_signal
+    _on_signal = stop_serving
+    try:
+        if not _stop_requested:  # else signalled while starting
+            await _serve_until_stopped(servers, sockets, settings, with_cleanup, workers, stop)
+    finally:
+        _on_signal = _already_stopping  # the loop is closing; the process ends next
+
+
+async def _serve_until_stopped(
+    servers: list[uvicorn.Server],
+    sockets: list[socket.socket | None],
+    settings: Settings,
+    with_cleanup: bool,
+    workers: Sequence[BaseProcess],
+    stop: asyncio.Event,
+) -> None:
     tasks = [
         asyncio.create_task(s.serve(sockets=[k] if k else None))
         for s, k in zip(servers, sockets, strict=True)
     ]
+    # Cancelled at the end: clean-up, reminders, mail, and the watch over the workers.
+    background: list[asyncio.Task[None]] = [asyncio.create_task(stop.wait())]
     if workers:  # the user site's processes: when the last one has ended, so does this one
-        tasks.append(asyncio.create_task(_while_alive(workers)))
-    background: list[asyncio.Task[None]] = []  # clean-up, reminders, mail: cancelled at the end
+        background.append(asyncio.create_task(_while_alive(workers)))
     if with_cleanup and settings.cleanup_interval > 0:
         background.append(asyncio.create_task(_cleanup_forever(settings)))
     if with_cleanup and settings.reminder_interval > 0:
@@ -139,11 +167,30 @@ async def _while_alive(workers: Sequence[BaseProcess]) -> None:
         await asyncio.sleep(1)
 
 
+def _already_stopping() -> None:
+    pass
+
+
+# What SIGTERM and Ctrl-C do when uvicorn's own handlers are not installed. They never raise
+# from the handler: an exception raised there lands wherever the main thread happens to be,
+# a weakref callback say, where it is printed and ignored instead of ending anything (seen
+# in a worker signalled while it was starting). Before serving, a signal is noted, and the
+# process ends where serving would start; a second one ends it at once. From the start of
+# `_serve`, uvicorn handles both while it serves (a graceful shutdown), then raises the
+# signal again for the handler it found, this one, which only asks `_serve` to finish.
+_on_signal: Callable[[], None] | None = None
+_stop_requested = False
+
+
 def _stop_quietly(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM and Ctrl-C end the process with status 0 and no traceback. uvicorn handles
-    both while it serves (a graceful shutdown), then raises the signal again for the
-    handler it found: this one."""
-    raise SystemExit(0)
+    """SIGTERM and Ctrl-C end the process with status 0 and no traceback."""
+    global _stop_requested
+    if _on_signal is not None:
+        _on_signal()
+    elif _stop_requested:
+        raise SystemExit(0)
+    else:
+        _stop_requested = True
 
 
 def _quiet_signals() -> None:
@@ -184,6 +231,8 @@ def serve(args: argparse.Namespace) -> None:
     _quiet_signals()
     settings = Settings.from_env(port=args.port)
     upgrade(settings.database_url)
+    if _stop_requested:  # signalled while migrating
+        return
     admin_on = args.admin_port != 0
     print(f"Barycenter Account: user site on {settings.effective_origin}", flush=True)
     print(f"Security notifications: {_mail_destination(settings)}", flush=True)

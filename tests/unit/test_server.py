@@ -3,6 +3,7 @@ quiet stop on SIGTERM and Ctrl-C, the favicon, and the user-agent words."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -170,6 +171,63 @@ def test_workers_without_an_admin_listener_still_send_mail_and_stop_on_sigterm(
             stop_and_check_quiet(server, signal.SIGTERM, to_group=False)
     finally:
         smtp.stop()
+
+
+class _AlwaysAlive:
+    def is_alive(self) -> bool:
+        return True
+
+
+def test_a_signal_while_serving_ends_the_wait_and_is_never_raised_from_its_handler(settings):
+    """uvicorn raises a signal it took once more after its graceful shutdown. An exception
+    from a signal handler would land wherever the main thread is (once, a weakref callback,
+    which printed it and carried on), so from the start of serving the handler only asks
+    `_serve` to finish, and after it, does nothing."""
+    from web import cli
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        cli._quiet_signals()
+
+        async def serve_then_signal() -> None:
+            asyncio.get_running_loop().call_later(0.05, signal.raise_signal, signal.SIGTERM)
+            # no server in this process, a worker that never ends: only the signal stops it
+            await cli._serve([], [], settings, with_cleanup=False, workers=[_AlwaysAlive()])
+
+        asyncio.run(asyncio.wait_for(serve_then_signal(), timeout=10))
+        signal.raise_signal(signal.SIGINT)  # after serving: the process is on its way out
+        signal.raise_signal(signal.SIGTERM)
+    finally:
+        cli._on_signal = None
+        cli._stop_requested = False
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_a_signal_while_starting_is_noted_and_serving_never_starts(settings):
+    """A worker signalled while it starts (the parent stopping right after the first worker
+    answered) serves nothing and ends; a second signal ends a process at once."""
+    from web import cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        cli._quiet_signals()
+        signal.raise_signal(signal.SIGTERM)  # noted, not raised
+        assert cli._stop_requested
+
+        async def serve() -> None:
+            await cli._serve([], [], settings, with_cleanup=False, workers=[_AlwaysAlive()])
+
+        asyncio.run(asyncio.wait_for(serve(), timeout=10))  # returns at once
+
+        cli._on_signal = None
+        with pytest.raises(SystemExit) as stopped:
+            signal.raise_signal(signal.SIGTERM)
+        assert stopped.value.code == 0
+    finally:
+        cli._on_signal = None
+        cli._stop_requested = False
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_favicon_is_served_with_the_security_headers_and_linked(client):
