@@ -81,18 +81,31 @@
     }, 50);
   }
 
-  function focusNew(element) {
+  // The person may have moved on while the answer was on its way (tapped into another
+  // field, started typing): the focus is theirs then. It moves only if it is still where it
+  // was when the request left (`from`), or went away with the replaced content.
+  function focusIsFree(from) {
+    const active = document.activeElement;
+    return !active || active === document.body || !active.isConnected || active === from;
+  }
+
+  function focusNew(element, from) {
     if (!element) return;
     const marks = element.querySelectorAll("[data-focus]");
     let focus = marks.length ? marks[marks.length - 1] : null;
     if (focus && !focus.matches(FIELD + ", [tabindex]")) focus = focus.querySelector(FIELD);
     if (!focus) focus = element.querySelector(FIELD);
-    if (focus) focus.focus({ preventScroll: false });
+    if (focus && focusIsFree(from)) focus.focus({ preventScroll: false });
     const notice = element.querySelector('[role="status"]');
     announce(notice ? notice.textContent : "");
   }
 
   window.Barycenter = Object.assign(window.Barycenter || {}, { focusNew: focusNew });
+
+  const focusedAtRequest = new WeakMap(); // request (its XMLHttpRequest) -> focused element
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.xhr) focusedAtRequest.set(event.detail.xhr, document.activeElement);
+  });
 
   document.addEventListener("htmx:afterSettle", function (event) {
     const flash = document.querySelector("[data-flash]");
@@ -100,7 +113,8 @@
     if (isBackground(event.detail.requestConfig)) return; // keep the focus where it is
     const target = event.detail.target;
     // htmx's target is the replaced element: find its successor by id
-    focusNew(target && target.id ? document.getElementById(target.id) : null);
+    const from = event.detail.xhr ? focusedAtRequest.get(event.detail.xhr) : undefined;
+    focusNew(target && target.id ? document.getElementById(target.id) : null, from);
   });
 
   // A refused htmx request: its message in the page-wide alert (older ceremony messages

@@ -228,7 +228,9 @@
     }
     const swapped = document.querySelector(button.dataset.target || "main");
     // focus and announcement after a swap are page behaviour (static/js/page.js)
-    if (window.Barycenter && window.Barycenter.focusNew) window.Barycenter.focusNew(swapped);
+    // (unless the person moved it elsewhere while the ceremony ran)
+    const page = window.Barycenter;
+    if (page && page.focusNew) page.focusNew(swapped, button);
     signalAccepted(swapped);
   }
 

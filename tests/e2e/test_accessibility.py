@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from tests.helpers.e2e import (
     PASSWORD,
@@ -187,6 +187,45 @@ def test_two_factor_card_states_pass_axe_with_focus_and_announcements(
 
 
 # ---- passkeys: add, enrolment with passkeys, rename, 422, remove, step-up ---------------
+
+
+def test_a_late_answer_leaves_the_focus_where_the_person_moved_it(
+    page: Page, server: Server
+) -> None:
+    """An answer that arrives after the person went on (tapped into another field and
+    started typing) is shown, but does not take the focus: the typing stays in their field.
+    (Once, a test typing right after "I have saved these codes" lost its first letters to
+    the card's heading.)"""
+    username = server.create_user("a11y-late")
+    sign_in(page, server, username)
+    wait_for_account(page)
+    held: list[Route] = []
+    page.route("**/account/two-factor/enable", lambda route: held.append(route))  # held
+    card = page.locator("#two-factor")
+    card.get_by_role("link", name="Enable two-factor authentication").click()
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the step was not asked for"
+
+    field = page.locator("#passkeys").get_by_label("Passkey name")
+    field.fill("")
+    page.keyboard.type("Desk")
+    page.evaluate(
+        """() => { window.settled = new Promise((done) =>
+             document.addEventListener("htmx:afterSettle", done, { once: true })); }"""
+    )
+    held[0].continue_()
+    page.evaluate("() => window.settled")  # page.js's own handler has run before this one
+    expect(card.get_by_role("heading", name="Turn on two-factor authentication")).to_be_visible()
+    page.keyboard.type(" key")
+    expect(field).to_be_focused()
+    expect(field).to_have_value("Desk key")
+
+    # Where the focus was lost with the replaced content, the new content takes it.
+    card.get_by_role("link", name="Cancel").click()
+    expect_focus_on_heading(page, "Two-factor authentication")
 
 
 def test_passkey_states_pass_axe_with_focus_and_announcements(
