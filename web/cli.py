@@ -142,7 +142,7 @@ async def _serve_until_stopped(
         for s, k in zip(servers, sockets, strict=True)
     ]
     # Cancelled at the end: clean-up, reminders, mail, and the watch over the workers.
-    background: list[asyncio.Task[None]] = [asyncio.create_task(stop.wait())]
+    background: list[asyncio.Task[None]] = [asyncio.create_task(_until(stop))]
     if workers:  # the user site's processes: when the last one has ended, so does this one
         background.append(asyncio.create_task(_while_alive(workers)))
     if with_cleanup and settings.cleanup_interval > 0:
@@ -160,6 +160,10 @@ async def _serve_until_stopped(
     for task in background:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _until(event: asyncio.Event) -> None:
+    await event.wait()
 
 
 async def _while_alive(workers: Sequence[BaseProcess]) -> None:
