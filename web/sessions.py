@@ -500,8 +500,26 @@ def end_partial_sessions(db: Session, user_id: int) -> None:
     )
 
 
+def lock_for_sign_in(db: Session, user_id: int, replaces: str | None) -> User:
+    """Lock the user signing in and the owner of the session it replaces (the browser's
+    old one, maybe another account's), in the order of their ids: ending that session
+    changes its owner too (users.data_version). Locked one after the other as they came, two
+    sign-ins replacing each other's sessions could wait for each other (PostgreSQL)."""
+    token_hash = stored_form(replaces)
+    owners = {user_id}
+    if token_hash is not None:
+        other = db.exec(
+            select(AuthSession.user_id).where(col(AuthSession.token_hash) == token_hash)
+        ).first()
+        if other is not None:
+            owners.add(other)
+    locked = {owner: lock_user(db, owner) for owner in sorted(owners)}
+    return locked[user_id]
+
+
 def end_session_by_token(db: Session, token: str | None) -> None:
-    """End the session a cookie names (a new sign-in replaces the browser's old session)."""
+    """End the session a cookie names (a new sign-in replaces the browser's old session);
+    its owner is locked first (`lock_for_sign_in`)."""
     token_hash = stored_form(token)
     if token_hash is not None:
         db.exec(delete(AuthSession).where(col(AuthSession.token_hash) == token_hash))

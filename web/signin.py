@@ -99,7 +99,8 @@ def password_sign_in(db: Session, visitor: Visitor, username: str, password: str
     user = check_password(db, found.pk, password, client, fail_kind="sign_in_failed")
     with transaction(db):
         partial = twofactor.password_sign_in_needs_second_factor(user)
-        release_attempt(db, user, completed=not partial)
+        release_attempt(db, user, completed=not partial)  # committed: a new transaction next
+        user = sessions.lock_for_sign_in(db, user.pk, visitor.replaces)
         if needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
         db.add(user)
@@ -130,7 +131,8 @@ def finish_passkey_sign_in(db: Session, visitor: Visitor, credential: dict[str, 
         passkeys.refuse_unknown_credential(db, credential)  # the shim signals it (SPEC §9)
         if owner is None:
             raise Refused(400, "That passkey does not belong to an account here.")
-        lock_user(db, owner.pk)  # first, as every change of the account: one order of locks
+        # first, as every change of the account: one order of locks
+        sessions.lock_for_sign_in(db, owner.pk, visitor.replaces)
         passkey = passkeys.verify_authentication(db, settings, challenge, credential, owner=owner)
         factor = twofactor.amr_for_passkey(passkey.backup_eligible)
         events.record(db, owner.pk, "sign_in", ip=client.ip, method="passkey", name=passkey.name)

@@ -6,16 +6,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import select, update
 
 from models import AuthSession, SecurityEvent, User, utcnow
 from tests.helpers import ORIGIN, PASSWORD, Client, query, reload_user
+from tests.helpers.client import Auth
 from web.app import create_app
 from web.sessions import COOKIE
 from web.signin import BAD_CREDENTIALS, LOCKED
+from web.users import create_user
 
 
 def sign_in(client: Client, username: str = "alice", password: str = PASSWORD, **extra: str):
@@ -494,3 +499,53 @@ def test_return_to_survives_the_second_factor(auth, client, database):
         "/login/2fa/passkey/finish", {"credential": credential, "return_to": "//evil.example"}
     )
     assert finished.headers["hx-redirect"] == "/account"  # only local paths
+
+
+@contextmanager
+def user_locks(database) -> Iterator[list[object]]:
+    """What the block does to users' rows, in order: the id each lock (lock_user's SELECT)
+    takes, and "end" where a session is deleted (whose trigger writes its owner's row)."""
+    seen: list[object] = []
+
+    def before(_conn, _cursor, statement: str, parameters, *_args) -> None:
+        sql = " ".join(statement.split())
+        if sql.startswith("SELECT users.") and "WHERE users.id =" in sql:
+            values = parameters.values() if isinstance(parameters, dict) else parameters
+            seen.append(next(iter(values)))
+        elif sql.startswith("DELETE FROM auth_sessions"):
+            seen.append("end")
+
+    engines = {database.read, database.write, database.loop}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", before)
+
+
+def test_a_sign_in_replacing_another_accounts_session_locks_both_in_id_order(
+    client, user, database, authn
+):
+    """The browser's old session may be another account's; ending it writes that account's
+    row too (users.data_version). Both are locked first, lower id first, whichever signs in:
+    two such sign-ins at once cannot each hold the lock the other waits for."""
+    with database.session() as db:
+        bob = create_user(db, "bob", PASSWORD, actor="admin")
+        assert bob.pk > user.pk
+    sign_in(client, "bob")
+    with user_locks(database) as locks:
+        assert sign_in(client, "alice").status_code == 303
+    assert locks[-3:] == [user.pk, bob.pk, "end"], locks
+
+    # by passkey: alice's passkey, signing in over alice's own session first, then bob's
+    auth = Auth(client, authn)
+    assert auth.add_passkey("Key").status_code == 200
+    sign_in(client, "bob")
+    credential = auth.assertion("/login/passkey/start")
+    with user_locks(database) as locks:
+        finish = client.json_post("/login/passkey/finish", {"credential": credential})
+    assert finish.status_code == 200, finish.text
+    assert locks[:3] == [user.pk, bob.pk, "end"], locks
+    assert [row.user_id for row in rows(database)] == [user.pk]
