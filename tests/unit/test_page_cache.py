@@ -330,6 +330,12 @@ def at_rest_facts(**changes: object) -> AtRest:
         ({"requires_2fa": True}, False),  # an administrator's requirement, in force
         ({"requires_2fa": True, "requires_2fa_from": NOW - timedelta(seconds=1)}, False),
         ({"requires_2fa": True, "requires_2fa_from": NOW + timedelta(days=1)}, True),  # grace
+        # the boundaries, to the instant
+        ({"last_seen_at": NOW - timedelta(seconds=60)}, True),  # touched a minute ago: not yet
+        ({"expires_at": NOW}, False),  # ends now
+        ({"expires_at": NOW + timedelta(microseconds=1)}, True),
+        ({"requires_2fa": True, "requires_2fa_from": NOW}, False),  # the grace ends now
+        ({"requires_2fa": True, "requires_2fa_from": NOW + timedelta(microseconds=1)}, True),
     ],
 )
 def test_only_a_session_with_nothing_to_write_or_refuse_is_settled(changes, settled, settings):
