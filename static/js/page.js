@@ -4,7 +4,8 @@
  *   HX-Trigger after a change elsewhere) only when at rest: a section marked [data-open]
  *   (codes on screen, a rename form, a removal question, a confirmation), running a
  *   passkey ceremony, or with a field the person has typed in keeps its state; closing
- *   the step (or the ceremony's answer) loads the fresh section anyway.
+ *   the step (or the ceremony's answer) loads the fresh section anyway, and a section
+ *   left at rest without either catches up then.
  * - After a swap the focus goes to the new content and its notice is announced; a refused
  *   or failed htmx request puts its message in the alert region. The passkey shim asks for
  *   the same focus after its own swaps: window.Barycenter.focusNew(element).
@@ -37,18 +38,38 @@
     return typeof type === "string" && type.indexOf("refresh-") === 0;
   }
 
+  // A skipped refresh is remembered on its section ([data-stale]: the event's name).
+  function skip(config, section) {
+    if (section) section.dataset.stale = config.triggeringEvent.type;
+  }
+
   document.addEventListener("htmx:beforeRequest", function (event) {
-    if (isBackground(event.detail.requestConfig) && isOpen(event.detail.target)) {
+    const config = event.detail.requestConfig;
+    if (isBackground(config) && isOpen(event.detail.target)) {
       event.preventDefault();
+      skip(config, event.detail.target);
     }
   });
 
   // A refresh already on its way when a step opened (a click right after a change) must not
   // land on the step either: checked again when its answer arrives.
   document.addEventListener("htmx:beforeSwap", function (event) {
-    if (isBackground(event.detail.requestConfig) && isOpen(event.detail.target)) {
+    const config = event.detail.requestConfig;
+    if (isBackground(config) && isOpen(event.detail.target)) {
       event.detail.shouldSwap = false;
+      skip(config, event.detail.target);
     }
+  });
+
+  // ...and done when the person leaves the section at rest (a cancelled ceremony, a name
+  // typed then put back), not while the focus is in it. A step's or a ceremony's own answer
+  // replaces the section with fresh content anyway, [data-stale] with it.
+  document.addEventListener("focusout", function (event) {
+    const section = event.target.closest("[data-stale]");
+    if (!section || section.contains(event.relatedTarget) || isOpen(section)) return;
+    const name = section.dataset.stale;
+    delete section.dataset.stale;
+    if (window.htmx) window.htmx.trigger(document.body, name);
   });
 
   // ---- a newer message replaces an older one in the same place -----------------------
