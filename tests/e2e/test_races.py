@@ -8,23 +8,26 @@ import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.helpers import PASSWORD, ServerClient
 from tests.helpers.e2e import server_auth
 from tests.softauthn import SoftAuthenticator
 
 ROUNDS = 3
+T = TypeVar("T")
 DISABLE_FINISH = "/account/two-factor/disable/finish"
 ENABLE_FINISH = "/account/two-factor/enable/finish"
 
 
-def at_once(*calls: Callable[[], int]) -> list[int]:
-    """Run the calls in parallel threads released by one barrier; their status codes."""
+def at_once(*calls: Callable[[], T]) -> list[T]:
+    """Run the calls in parallel threads released by one barrier; their answers."""
     barrier = threading.Barrier(len(calls))
 
-    def run(call: Callable[[], int]) -> int:
+    def run(call: Callable[[], T]) -> T:
         barrier.wait()
         return call()
 
@@ -187,3 +190,85 @@ def test_sixteen_passkey_sign_ins_at_once_all_succeed(server, member):
     assert statuses == [200] * 16, statuses
     for browser, _ in finishes:
         browser.close()
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_a_password_change_against_signing_out_the_others(server, round_):
+    """Two sessions of one account at the same moment: one changes the password (which
+    ends every other session), the other signs out every other session. One of them wins
+    and the other finds its own session ended; one session is left,
+    and the password changed only if it is the changer's. Never a 5xx, never both."""
+    username = server.create_user("race")
+    changer, other = server_auth(server), server_auth(server)
+    for user in (changer, other):
+        assert user.login(username).status_code == 303
+    new = "plum orbit lantern 1987"
+    change = {"current_password": PASSWORD, "new_password": new}
+    answers = at_once(
+        lambda: changer.client.htmx("POST", "/account/password", change),
+        lambda: other.client.htmx("POST", "/account/sessions/revoke-others"),
+    )
+    # the loser's session ended before its request (htmx is sent to /login) or while it
+    # waited for the winner (401, "Your session ended…" in the page's alert)
+    ended = [
+        a.status_code == 401 or (a.status_code == 200 and a.headers.get("hx-redirect") == "/login")
+        for a in answers
+    ]
+    assert sorted(ended) == [False, True], [(a.status_code, a.headers) for a in answers]
+    changer_won = not ended[0]
+    assert answers[0 if changer_won else 1].status_code == 200
+    if changer_won:
+        assert "Your password was changed." in answers[0].text
+    else:
+        assert "Signed out of 1 other session." in answers[1].text
+
+    still_in = [
+        user.client.get("/account", follow_redirects=False).status_code == 200
+        for user in (changer, other)
+    ]
+    assert still_in == [changer_won, not changer_won]
+    fresh = server_auth(server)
+    assert fresh.login(username, new).status_code == (303 if changer_won else 401)
+    for user in (changer, other, fresh):
+        user.client.close()
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_two_sign_ins_over_each_others_sessions_at_once(server, round_):
+    """Browser X holds a session of A and signs in as B, while browser Y, holding B's,
+    signs in as A. Each sign-in ends the session it replaces, which writes that session's
+    owner: both lock A and B, in one order, so both succeed (no deadlock on PostgreSQL)."""
+    a, b = server.create_user("race"), server.create_user("race")
+    x, y = server_auth(server), server_auth(server)
+    assert x.login(a).status_code == 303
+    assert y.login(b).status_code == 303
+    for browser in (x, y):
+        browser.client.page("/login")
+    answers = at_once(
+        lambda: x.client.form("/login", {"username": b, "password": PASSWORD}),
+        lambda: y.client.form("/login", {"username": a, "password": PASSWORD}),
+    )
+    assert [r.status_code for r in answers] == [303, 303], [r.text[:200] for r in answers]
+    assert f"Signed in as {b}" in x.client.page("/account").text
+    assert f"Signed in as {a}" in y.client.page("/account").text
+    assert sessions_per_user(server, a, b) == [1, 1]  # the replaced ones ended
+    for browser in (x, y):
+        browser.client.close()
+
+
+def sessions_per_user(server, *usernames: str) -> list[int]:
+    engine = create_engine(server.database_url)
+    try:
+        with engine.connect() as connection:
+            return [
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM auth_sessions JOIN users"
+                        " ON users.id = auth_sessions.user_id WHERE users.username = :name"
+                    ),
+                    {"name": name},
+                ).scalar_one()
+                for name in usernames
+            ]
+    finally:
+        engine.dispose()
