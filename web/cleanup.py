@@ -64,6 +64,11 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
         sessions.record_incomplete(db, list(expired_partial))
         counts = {
             "sessions": db.exec(delete(AuthSession).where(ended_session)).rowcount,
+            "events": db.exec(delete(SecurityEvent).where(old_event)).rowcount,
+        }
+        db.commit()  # the owners' locks end here, before the deletes that concern no account
+    with database.session() as db:
+        counts |= {
             "challenges": db.exec(
                 delete(WebAuthnChallenge).where(col(WebAuthnChallenge.expires_at) <= now)
             ).rowcount,
@@ -89,7 +94,6 @@ def cleanup(database: Database, settings: Settings) -> dict[str, int]:
                     ),
                 )
             ).rowcount,
-            "events": db.exec(delete(SecurityEvent).where(old_event)).rowcount,
         }
         db.commit()
     return counts

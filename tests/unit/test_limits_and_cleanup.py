@@ -7,6 +7,7 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import select, update
 
 from models import AuthSession, Passkey, RateCounter, SecurityEvent, WebAuthnChallenge, utcnow
@@ -107,6 +108,44 @@ class FakeRequest:
 )
 def test_forwarded_for_is_believed_only_from_trusted_proxies(peer, forwarded, trusted, expected):
     assert client_ip(FakeRequest(peer, forwarded), trusted) == expected
+
+
+def test_cleanup_ends_the_owners_locks_before_the_deletes_that_concern_no_account(
+    database, settings
+):
+    """The owners of ended sessions and old events are locked (their rows change through
+    the triggers) only for those deletes: committed before challenges, counters and
+    notifications, so a sign-in does not wait for them."""
+    done: list[str] = []
+
+    def before(_conn, _cursor, statement: str, *_args) -> None:
+        words = statement.split()
+        if words[:2] == ["DELETE", "FROM"]:
+            done.append(words[2])
+
+    def committed(_conn) -> None:
+        done.append("COMMIT")
+
+    engines = {database.read, database.write}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", before)
+        event.listen(engine, "commit", committed)
+    try:
+        cleanup(database, settings)
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", before)
+            event.remove(engine, "commit", committed)
+    assert done == [
+        "auth_sessions",
+        "security_events",
+        "COMMIT",
+        "webauthn_challenges",
+        "rate_counters",
+        "unknown_name_counters",
+        "notifications",
+        "COMMIT",
+    ], done
 
 
 def test_cleanup_deletes_what_expired_and_keeps_the_rest(auth, client, database, settings):
