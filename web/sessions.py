@@ -26,7 +26,7 @@ from models.session import FULL, PARTIAL
 from web import events, twofactor
 from web.client import ClientInfo
 from web.db import SAFE_METHODS
-from web.errors import RedirectTo, Refused, htmx
+from web.errors import RedirectTo, htmx
 from web.settings import Settings
 from web.tokens import digest, new_token
 from web.users import lock_user
@@ -468,11 +468,13 @@ def end_session(db: Session, session_id: int) -> None:
 
 
 def reread(db: Session, session_id: int) -> AuthSession:
-    """The session row as the database has it now, locked for this transaction; a 401 when
-    another request ended it meanwhile (sign out elsewhere, "sign out all other sessions")."""
+    """The session row as the database has it now, locked for this transaction. When
+    another request ended it meanwhile (sign out elsewhere, "sign out all other sessions", a
+    password change), the browser goes to the sign-in page, as it would have had that
+    request come first (htmx: HX-Redirect; the shim: 401 with `redirect`)."""
     session = db.get(AuthSession, session_id, populate_existing=True, with_for_update=True)
     if session is None:
-        raise Refused(401, "Your session ended. Please sign in again.")
+        raise RedirectTo("/login", status=401, message="Your session ended. Please sign in again.")
     return session
 
 

@@ -12,12 +12,14 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event
-from sqlmodel import select, update
+from sqlmodel import delete, select, update
 
 from models import AuthSession, SecurityEvent, User, utcnow
 from tests.helpers import ORIGIN, PASSWORD, Client, query, reload_user
 from tests.helpers.client import Auth
+from web import sessions
 from web.app import create_app
+from web.errors import RedirectTo
 from web.sessions import COOKIE
 from web.signin import BAD_CREDENTIALS, LOCKED
 from web.users import create_user
@@ -549,3 +551,18 @@ def test_a_sign_in_replacing_another_accounts_session_locks_both_in_id_order(
     assert finish.status_code == 200, finish.text
     assert locks[:3] == [user.pk, bob.pk, "end"], locks
     assert [row.user_id for row in rows(database)] == [user.pk]
+
+
+def test_a_session_ended_while_a_change_waited_sends_the_browser_to_sign_in(client, user, database):
+    """`reread` finds the session gone (another request ended it while this one waited for
+    the lock): the same answer as if that request had come first, never a bare 401."""
+    sign_in(client)
+    client.page("/account")
+    [row] = rows(database)
+    with database.session() as db:
+        db.exec(delete(AuthSession))
+        db.commit()
+        with pytest.raises(RedirectTo) as sent:
+            sessions.reread(db, row.id)
+    assert (sent.value.location, sent.value.status) == ("/login", 401)
+    assert "Your session ended" in sent.value.message
