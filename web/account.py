@@ -356,8 +356,18 @@ def finish_add_passkey(db: Session, actor: Actor, credential: dict[str, Any], na
     return _finish(db, actor, credential, Purpose.REGISTER, effect)
 
 
+def _lock_as(db: Session, actor: Actor) -> User:
+    """The account locked (first, as every change of it: one lock order), then this session
+    re-read: a change asked for by a session that another request ended meanwhile (a
+    password change, "sign out all other sessions") is not made (sessions.reread)."""
+    user = lock_user(db, actor.user.pk)
+    sessions.reread(db, actor.session.pk)
+    return user
+
+
 def rename_passkey(db: Session, actor: Actor, passkey_id: int, raw_name: Any) -> Passkey:
     with transaction(db):
+        _lock_as(db, actor)
         passkey = owned_passkey(db, actor.user.pk, passkey_id)
         name = clean_name(raw_name)
         if name != passkey.name:
@@ -490,7 +500,7 @@ def regenerate_codes(
     `confirmed`, then "Confirm it's you" when this session hasn't authenticated lately,
     else the new codes."""
     with transaction(db):
-        user = lock_user(db, actor.user.pk)
+        user = _lock_as(db, actor)
         twofactor.can_regenerate_codes(user).require()
         _check_seen(db, user.pk, seen)
         remaining = recovery_codes_remaining(db, user.pk)
@@ -543,7 +553,7 @@ def revoke_session(db: Session, actor: Actor, session_id: int) -> None:
     with transaction(db):
         if not 0 < session_id <= MAX_ID:
             raise Refused(404, "That session was not found.")
-        lock_user(db, actor.user.pk)  # before the session's row: one lock order
+        _lock_as(db, actor)
         target = db.exec(
             select(AuthSession).where(
                 AuthSession.id == session_id, AuthSession.user_id == actor.user.id
@@ -564,7 +574,7 @@ def revoke_session(db: Session, actor: Actor, session_id: int) -> None:
 
 def revoke_other_sessions(db: Session, actor: Actor) -> int:
     with transaction(db):
-        lock_user(db, actor.user.pk)  # before the sessions' rows: one lock order
+        _lock_as(db, actor)
         ended = sessions.end_other_sessions(db, actor.user.pk, keep_id=actor.session.id)
         events.record(db, actor.user.pk, "sessions_revoked", ip=actor.client.ip, count=ended)
         return ended

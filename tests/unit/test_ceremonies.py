@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session, col, delete, select, update
 
 from models import (
     AuthSession,
@@ -33,7 +33,7 @@ from tests.softauthn import SoftAuthenticator
 from web import account, sessions, signin, twofactor
 from web.client import ClientInfo
 from web.db import Database
-from web.errors import Refused
+from web.errors import RedirectTo, Refused
 from web.sessions import Actor
 from web.settings import Settings
 from web.tokens import digest, new_token
@@ -781,3 +781,53 @@ def test_the_login_page_asks_the_rules_of_a_signed_in_session(auth, client, data
         db.commit()
     demoted = client.get("/login?return_to=/account", follow_redirects=False)
     assert (demoted.status_code, demoted.headers["location"]) == (303, "/login/2fa")
+
+
+# ---- a change asked for by a session that another request ended meanwhile ---------------
+
+
+def _snapshot(world: World) -> tuple[Any, ...]:
+    with world.database.session(write=False) as db:
+        return (
+            sorted(db.exec(select(SecurityEvent.kind)).all()),
+            sorted(db.exec(select(AuthSession.id)).all()),
+            sorted(db.exec(select(Passkey.name)).all()),
+            world.codes(),
+        )
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["revoke_other_sessions", "revoke_session", "regenerate_codes", "rename_passkey"],
+)
+def test_a_change_from_a_session_ended_meanwhile_is_not_made(world, change):
+    """The request passed the sign-in check, then waited while another one (a password
+    change, "sign out all other sessions") ended its session: it changes nothing and sends
+    the browser to sign in, as if the other request had come first."""
+    world.sign_in()
+    world.add_passkey("Laptop")
+    world.enable_2fa()
+    other = world.token
+    world.sign_in()  # a second session, the one that asks
+    asking = world.token
+    with world.database.session() as db:
+        actor = world.actor(db)
+        other_id = db.exec(
+            select(AuthSession.id).where(AuthSession.token_hash == digest(other))
+        ).one()
+        [passkey_id] = world.passkey_ids()
+        calls = {
+            "revoke_other_sessions": lambda: account.revoke_other_sessions(db, actor),
+            "revoke_session": lambda: account.revoke_session(db, actor, other_id),
+            "regenerate_codes": lambda: account.regenerate_codes(db, actor, None, confirmed=True),
+            "rename_passkey": lambda: account.rename_passkey(db, actor, passkey_id, "Renamed"),
+        }
+        db.commit()
+        with world.database.session() as elsewhere:  # the other request ends this session
+            elsewhere.exec(delete(AuthSession).where(AuthSession.token_hash == digest(asking)))
+            elsewhere.commit()
+        before = _snapshot(world)
+        with pytest.raises(RedirectTo) as sent:
+            calls[change]()
+    assert sent.value.location == "/login"
+    assert _snapshot(world) == before
