@@ -117,18 +117,23 @@ def check_password(
 ) -> User:
     """One password attempt counted against the lockout (sign-in, "Confirm it's you", current
     password): reserve, verify (bounded pool), then the user row locked for this
-    transaction. A wrong password commits its failure and raises 401; any other error gives
-    the reservation back. The caller calls release_attempt next."""
+    transaction, and the password checked again if it changed meanwhile. A wrong password
+    commits its failure and raises 401; any other error gives the reservation back. The
+    caller calls release_attempt next."""
     count = reserve_attempt(db, user_id)
     try:
         stored = db.exec(select(User.password_hash).where(col(User.id) == user_id)).first()
         db.commit()
         correct = verify_password(stored, password)
+        if correct:
+            user = lock_user(db, user_id)
+            if user.password_hash != stored:  # changed while this one was verified: the
+                # password now stored decides (a change ends the old one; a rehash of the
+                # same password by another sign-in still matches)
+                correct = verify_password(user.password_hash, password)
         if not correct:
             count_failure(db, user_id, count, client, fail_kind)
             db.commit()
-        else:
-            user = lock_user(db, user_id)
     except BaseException:
         give_back(db, user_id)
         raise

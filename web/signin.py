@@ -26,7 +26,7 @@ from web.client import ClientInfo
 from web.db import transaction
 from web.errors import Refused
 from web.lockout import BAD_CREDENTIALS, check_password, release_attempt
-from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash
+from web.passwords import MAX_PASSWORD_LENGTH, hash_password, needs_rehash, verify_password
 from web.sessions import Actor
 from web.settings import Settings
 from web.users import lock_user
@@ -97,10 +97,15 @@ def password_sign_in(db: Session, visitor: Visitor, username: str, password: str
         lockout.refuse_unknown_name(db, username, password)
     client = visitor.client
     user = check_password(db, found.pk, password, client, fail_kind="sign_in_failed")
+    verified = user.password_hash
     with transaction(db):
         partial = twofactor.password_sign_in_needs_second_factor(user)
         release_attempt(db, user, completed=not partial)  # committed: a new transaction next
         user = sessions.lock_for_sign_in(db, user.pk, visitor.replaces)
+        # unlocked for a moment: a password change may have come in between
+        if user.password_hash != verified and not verify_password(user.password_hash, password):
+            raise Refused(401, BAD_CREDENTIALS)
+        partial = twofactor.password_sign_in_needs_second_factor(user)  # as it is now
         if needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
         db.add(user)

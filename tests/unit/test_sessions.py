@@ -20,6 +20,7 @@ from tests.helpers.client import Auth
 from web import sessions
 from web.app import create_app
 from web.errors import RedirectTo
+from web.passwords import hash_password
 from web.sessions import COOKIE
 from web.signin import BAD_CREDENTIALS, LOCKED
 from web.users import create_user
@@ -566,3 +567,61 @@ def test_a_session_ended_while_a_change_waited_sends_the_browser_to_sign_in(clie
             sessions.reread(db, row.id)
     assert (sent.value.location, sent.value.status) == ("/login", 401)
     assert "Your session ended" in sent.value.message
+
+
+def _set_password_hash(database, new_hash: str) -> None:
+    with database.session() as db:
+        db.exec(update(User).where(User.username == "alice").values(password_hash=new_hash))
+        db.commit()
+
+
+@pytest.mark.parametrize("window", ["while it is verified", "before the session is made"])
+def test_a_password_changed_during_a_sign_in_ends_the_old_one(
+    client, user, database, monkeypatch, window
+):
+    """A sign-in with the old password, while a password change commits (argon2 runs
+    unlocked, and the lock is given up once between the check and the new session): the
+    password stored when the session is made decides. No session, 401."""
+    from web import lockout
+
+    new_hash = hash_password("plum orbit lantern 1987")
+    if window == "while it is verified":
+        real = lockout.verify_password
+        calls = []
+
+        def verify_then_change(stored, password):
+            calls.append(1)
+            answer = real(stored, password)
+            if len(calls) == 1:
+                _set_password_hash(database, new_hash)
+            return answer
+
+        monkeypatch.setattr(lockout, "verify_password", verify_then_change)
+    else:
+        real_lock = sessions.lock_for_sign_in
+
+        def change_then_lock(db, user_id, replaces):
+            _set_password_hash(database, new_hash)
+            return real_lock(db, user_id, replaces)
+
+        monkeypatch.setattr(sessions, "lock_for_sign_in", change_then_lock)
+    answer = sign_in(client)
+    assert answer.status_code == 401, answer.text[:300]
+    assert BAD_CREDENTIALS in answer.text
+    assert rows(database) == []
+
+
+def test_a_rehash_of_the_same_password_during_a_sign_in_still_signs_in(
+    client, user, database, monkeypatch
+):
+    """Another sign-in may store the same password hashed anew (needs_rehash): the check
+    after the lock verifies against it, and this sign-in goes on."""
+    real_lock = sessions.lock_for_sign_in
+
+    def rehash_then_lock(db, user_id, replaces):
+        _set_password_hash(database, hash_password(PASSWORD))
+        return real_lock(db, user_id, replaces)
+
+    monkeypatch.setattr(sessions, "lock_for_sign_in", rehash_then_lock)
+    assert sign_in(client).status_code == 303
+    assert len(rows(database)) == 1
