@@ -19,6 +19,10 @@ import uvicorn
 
 from web.settings import ConfigError, Settings
 
+SHUTDOWN_GRACE = 10
+"""Seconds a stopping server gives the requests in flight (uvicorn's graceful shutdown);
+then they are cancelled, and a worker process still alive after that is killed."""
+
 log = logging.getLogger("barycenter")
 
 
@@ -40,6 +44,7 @@ def _user_server(settings: Settings, sock: socket.socket | None, host: str, port
         proxy_headers=False,
         server_header=False,
         lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     return uvicorn.Server(config)
 
@@ -55,6 +60,7 @@ def _admin_server(settings: Settings, host: str, port: int):
         access_log=False,
         server_header=False,
         lifespan="on",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     return uvicorn.Server(config)
 
@@ -279,7 +285,11 @@ def serve(args: argparse.Namespace) -> None:
             if worker.is_alive():
                 worker.terminate()
         for worker in workers:
-            worker.join(timeout=10)
+            worker.join(timeout=SHUTDOWN_GRACE + 5)
+        for worker in workers:  # still busy past its grace: ended
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
         held.close()
 
 

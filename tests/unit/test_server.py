@@ -320,3 +320,14 @@ def test_the_sqlite_busy_timeout_is_a_setting(tmp_path):
                 assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 250
     finally:
         database.dispose()
+
+
+def test_a_stopping_server_waits_for_requests_in_flight_a_bounded_time(settings):
+    """uvicorn waits for every request in flight unless told how long: a stuck one would
+    keep a stopped server alive for ever (SIGTERM again does nothing once it stops)."""
+    from web import cli
+
+    admin = cli._admin_server(settings, "127.0.0.1", 0)
+    assert admin.config.timeout_graceful_shutdown == cli.SHUTDOWN_GRACE
+    user_site = cli._user_server(settings, None, "127.0.0.1", 0)
+    assert user_site.config.timeout_graceful_shutdown == cli.SHUTDOWN_GRACE
