@@ -64,12 +64,18 @@
   // ...and done when the person leaves the section at rest (a cancelled ceremony, a name
   // typed then put back), not while the focus is in it. A step's or a ceremony's own answer
   // replaces the section with fresh content anyway, [data-stale] with it.
+  // Where the focus went is known once the event is over; a window in the background (the
+  // person switched tabs) has not left the section.
   document.addEventListener("focusout", function (event) {
     const section = event.target.closest("[data-stale]");
-    if (!section || section.contains(event.relatedTarget) || isOpen(section)) return;
-    const name = section.dataset.stale;
-    delete section.dataset.stale;
-    if (window.htmx) window.htmx.trigger(document.body, name);
+    if (!section) return;
+    window.setTimeout(function () {
+      if (!section.isConnected || !section.dataset.stale || !document.hasFocus()) return;
+      if (section.contains(document.activeElement) || isOpen(section)) return;
+      const name = section.dataset.stale;
+      delete section.dataset.stale;
+      if (window.htmx) window.htmx.trigger(document.body, name);
+    }, 0);
   });
 
   // ---- a newer message replaces an older one in the same place -----------------------

@@ -199,7 +199,7 @@
     return fields;
   }
 
-  async function applyFinish(response, button) {
+  async function applyFinish(response, button, focusedAtStart) {
     const location = response.headers.get("HX-Redirect");
     if (location) {
       // A passkey sign-in answers with the credentials the account has now (Signal API).
@@ -230,7 +230,7 @@
     // focus and announcement after a swap are page behaviour (static/js/page.js)
     // (unless the person moved it elsewhere while the ceremony ran)
     const page = window.Barycenter;
-    if (page && page.focusNew) page.focusNew(swapped, button);
+    if (page && page.focusNew) page.focusNew(swapped, focusedAtStart);
     signalAccepted(swapped);
   }
 
@@ -241,6 +241,8 @@
       return;
     }
     if (controller) controller.abort();
+    // where the focus was (not every browser focuses a clicked button): see applyFinish
+    const focusedAtStart = document.activeElement;
     const mine = new AbortController();
     controller = mine;
     const status = statusFor(button);
@@ -279,7 +281,7 @@
         throw error;
       }
       show(status, "");
-      await applyFinish(response, button);
+      await applyFinish(response, button, focusedAtStart);
     } catch (error) {
       if (error instanceof ReauthRequired && window.htmx && error.step.startsWith("/")) {
         // swap the section into its "Confirm it's you" state; the focus goes to its heading
