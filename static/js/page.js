@@ -62,10 +62,9 @@
   });
 
   // ...and done when the person leaves the section at rest (a cancelled ceremony, a name
-  // typed then put back), not while the focus is in it. A step's or a ceremony's own answer
+  // typed then put back): checked once the focus has landed, and not while the window is in
+  // the background (switching tabs leaves nothing). A step's or a ceremony's own answer
   // replaces the section with fresh content anyway, [data-stale] with it.
-  // Where the focus went is known once the event is over; a window in the background (the
-  // person switched tabs) has not left the section.
   document.addEventListener("focusout", function (event) {
     const section = event.target.closest("[data-stale]");
     if (!section) return;

@@ -11,11 +11,10 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
 from sqlmodel import delete, select, update
 
 from models import AuthSession, SecurityEvent, User, utcnow
-from tests.helpers import ORIGIN, PASSWORD, Client, query, reload_user
+from tests.helpers import ORIGIN, PASSWORD, Client, query, reload_user, statements
 from tests.helpers.client import Auth
 from web import sessions
 from web.app import create_app
@@ -508,27 +507,22 @@ def test_return_to_survives_the_second_factor(auth, client, database):
 def user_locks(database, monkeypatch) -> Iterator[list[object]]:
     """What the block does to users' rows, in order: the id each `lock_user` of the sign-in
     locks, and "end" where a session is deleted (whose trigger writes its owner's row)."""
-    seen: list[object] = []
     real = sessions.lock_user
+    with statements(database) as seen:
 
-    def lock_user(db, user_id):
-        seen.append(user_id)
-        return real(db, user_id)
+        def lock_user(db, user_id):
+            seen.append(f"lock {user_id}")
+            return real(db, user_id)
 
-    def before(_conn, _cursor, statement: str, *_args) -> None:
-        if statement.lstrip().startswith("DELETE FROM auth_sessions"):
-            seen.append("end")
-
-    monkeypatch.setattr(sessions, "lock_user", lock_user)
-    engines = {database.read, database.write, database.loop}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", before)
+        monkeypatch.setattr(sessions, "lock_user", lock_user)
+        found: list[object] = []
+        yield found
         monkeypatch.undo()
+    for step in seen:
+        if step.startswith("lock "):
+            found.append(int(step.removeprefix("lock ")))
+        elif step.startswith("DELETE FROM auth_sessions"):
+            found.append("end")
 
 
 def test_a_sign_in_replacing_another_accounts_session_locks_both_in_id_order(
